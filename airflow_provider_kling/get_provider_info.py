@@ -1,0 +1,67 @@
+"""The provider's manifest, read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_kling import __version__
+from airflow_provider_kling.constants import CONN_TYPE, DEFAULT_BASE_URL, HOOK_NAME
+
+INTEGRATION_NAME = "Kling V3 Omni (ModelVerse)"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider's manifest: package, versions, modules, connection type and its form."""
+    return {
+        "package-name": "airflow-provider-kling",
+        "name": "Kling (ModelVerse)",
+        "description": (
+            "Generate videos with Kling V3 Omni on the ModelVerse task API: submit, wait in the triggerer, "
+            "land the results in S3."
+        ),
+        "state": "ready",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION_NAME,
+                "external-doc-url": "https://www.modelverse.cn/",
+                "tags": ["ai", "service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": INTEGRATION_NAME,
+                "python-modules": ["airflow_provider_kling.hooks.kling"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
+                "hook-name": HOOK_NAME,
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "placeholders": {
+                        "host": f"{DEFAULT_BASE_URL} (leave empty for the default)",
+                        "password": "ModelVerse API key (sent bare in the Authorization header)",
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Request timeout (s)",
+                        "description": "Timeout of one HTTP request to the API, in seconds (default 30).",
+                        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 600},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": (
+                            "How many times a failed request is retried (default 5). A submit is only "
+                            "retried where the API provably created no task."
+                        ),
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+                    },
+                },
+            }
+        ],
+    }
