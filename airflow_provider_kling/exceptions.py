@@ -142,7 +142,7 @@ class KlingRateLimitError(KlingAPIError):
 
 
 class KlingServerError(KlingAPIError):
-    """HTTP 5xx or vendor code ``006001095``: an upstream fault; a submit may or may not have created a task."""
+    """HTTP 5xx or vendor code ``006001095``: an upstream fault; a submit may have created a task."""
 
 
 class KlingTaskCreationError(KlingAPIError):

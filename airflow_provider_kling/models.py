@@ -243,3 +243,18 @@ class KlingTask(_ResponseModel):
                 "request_id": body.get("request_id") or None,
             }
         )
+
+    def as_result(self) -> dict[str, Any]:
+        """
+        Return the finished-task dict that operators and sensors push to XCom.
+
+        It holds ids, the status, result URLs and numbers only: never a secret, never the whole response.
+        """
+        return {
+            "kling_task_id": self.task_id,
+            "status": self.status.value,
+            "urls": list(self.urls),
+            "usage_seconds": self.usage_seconds,
+            "submit_time": self.submit_time,
+            "finish_time": self.finish_time,
+        }
