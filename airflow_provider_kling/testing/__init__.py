@@ -1,0 +1,13 @@
+"""
+Test helpers that ship with the provider, for its own tests and for users' tests.
+
+``KlingSimulator`` is a local ModelVerse task API server (see :mod:`.simulator`);
+``KlingSimulatorClient`` drives a simulator running in another process through its ``/_simulator/`` API.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_kling.testing.simulator import Fault, KlingSimulator, KlingSimulatorError, SimulatedTask
+from airflow_provider_kling.testing.simulator_client import KlingSimulatorClient
+
+__all__ = ["Fault", "KlingSimulator", "KlingSimulatorClient", "KlingSimulatorError", "SimulatedTask"]
