@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from airflow_provider_kling import __version__
 from airflow_provider_kling.constants import CONN_TYPE, DEFAULT_BASE_URL, HOOK_NAME
 
 INTEGRATION_NAME = "Kling V3 Omni (ModelVerse)"
+
+#: The connection form's field behaviour, shared by this manifest and ``KlingHook.get_ui_field_behaviour``.
+CONNECTION_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "port"],
+    "relabeling": {"host": "Base URL", "password": "API key"},
+    "placeholders": {
+        "host": f"{DEFAULT_BASE_URL} (leave empty for the default)",
+        "password": "ModelVerse API key (sent bare in the Authorization header)",
+    },
+}
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -39,14 +50,7 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": CONN_TYPE,
                 "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
                 "hook-name": HOOK_NAME,
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {
-                        "host": f"{DEFAULT_BASE_URL} (leave empty for the default)",
-                        "password": "ModelVerse API key (sent bare in the Authorization header)",
-                    },
-                },
+                "ui-field-behaviour": copy.deepcopy(CONNECTION_UI_FIELD_BEHAVIOUR),
                 "conn-fields": {
                     "timeout": {
                         "label": "Request timeout (s)",

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_kling.hooks._retry import RetryPolicy
+from airflow_provider_kling.hooks.kling import KlingHook
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    import pytest
+
+#: A distinctive key: any text that contains it has leaked it.
+API_KEY = "sk-LEAKCHECK-7f3a9c1e5b2d4f60"
+#: The base URL of the respx-mocked API.
+BASE_URL = "https://kling.test"
+#: Connection id of the respx-mocked API.
+CONN_ID = "kling_hooktest"
+
+
+def set_connection(
+    monkeypatch: pytest.MonkeyPatch,
+    conn_id: str = CONN_ID,
+    *,
+    host: str | None = BASE_URL,
+    password: str | None = API_KEY,
+    port: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Define a Kling connection as an ``AIRFLOW_CONN_<ID>`` environment variable (JSON)."""
+    conn: dict[str, Any] = {"conn_type": "kling"}
+    if host is not None:
+        conn["host"] = host
+    if password is not None:
+        conn["password"] = password
+    if port is not None:
+        conn["port"] = port
+    if extra is not None:
+        conn["extra"] = extra
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+
+class Sleeps:
+    """Records the delays a hook asked to sleep, instead of sleeping (sync and async)."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def make_hook(sleeps: Sleeps, conn_id: str = CONN_ID, **kwargs: Any) -> KlingHook:
+    """A hook that records its sleeps and draws the jitter's midpoint (0.5) every time."""
+    hook = KlingHook(conn_id, **kwargs)
+    hook.sleep = sleeps
+    hook.async_sleep = sleeps.asleep
+    hook.retry_policy = RetryPolicy(jitter=lambda: 0.5)
+    return hook
+
+
+class Clock:
+    """A fake monotonic clock whose ``sleep`` advances it (for ``wait_for_task``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def status_body(task_id: str = "task-1", status: str = "Running", **output: Any) -> dict[str, Any]:
+    """A status response body as the API documents it."""
+    return {
+        "output": {"task_id": task_id, "task_status": status, "submit_time": 1756959000, **output},
+        "usage": {"duration": 5},
+        "request_id": "req-status",
+    }
+
+
+class LogCapture:
+    """Everything logged during a test, through stdlib logging and through structlog (``self.log``)."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self._caplog = caplog
+        self.structlog_entries: list[MutableMapping[str, Any]] = []
+
+    def texts(self) -> list[str]:
+        lines = [record.getMessage() for record in self._caplog.records]
+        lines += [json.dumps(entry, default=repr) for entry in self.structlog_entries]
+        return lines
+
+    def text(self) -> str:
+        return "\n".join(self.texts())
