@@ -1,0 +1,932 @@
+"""
+Copy the result videos of a finished Kling task into S3: streamed, in constant memory, verified, as Assets.
+
+Result URLs are temporary (about :data:`~airflow_provider_kling.constants.RESULT_URL_TTL_HOURS` hours), so
+this is where a user's videos are saved or lost. Two parts:
+
+* :class:`S3StreamUploader`, the reusable engine: it streams an HTTP download (opened by a callable, e.g.
+  :meth:`KlingHook.stream_result <airflow_provider_kling.hooks.kling.KlingHook.stream_result>`) straight
+  into an S3 multipart upload, one part in memory per upload slot, whatever the video's size. Every part
+  carries a CRC32 (or SHA-256) checksum that the S3 server verifies; the byte count is checked against
+  ``Content-Length``; a download that breaks is resumed with a ``Range`` request a bounded number of times;
+  any failure aborts the multipart upload, so no partial object and no unfinished upload is left.
+* :class:`KlingToS3Operator`, the thin operator: read the task, copy every result URL, emit one Asset event
+  per landed object, return the ``s3://`` URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import logging
+import math
+import re
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import urlsplit
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator
+
+from airflow_provider_kling.constants import DEFAULT_CONN_ID, MODEL_NAME
+from airflow_provider_kling.exceptions import (
+    KlingError,
+    KlingServerError,
+    KlingTaskFailedError,
+    KlingTransportError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from airflow.sdk import Context
+    from mypy_boto3_s3 import S3Client
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import KlingTask
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+#: S3's smallest part (except the last one) and largest part, and its part-count limit.
+S3_MIN_PART_SIZE = 5 * MiB
+S3_MAX_PART_SIZE = 5 * 1024 * MiB
+S3_MAX_PARTS = 10_000
+#: Part size used when the video is small enough (as boto3's transfer manager does).
+DEFAULT_PART_SIZE = 8 * MiB
+#: S3 caps the user-defined metadata of an object at 2 KB (keys and values, UTF-8).
+S3_MAX_METADATA_BYTES = 2048
+#: Content type of the landed videos.
+VIDEO_CONTENT_TYPE = "video/mp4"
+#: The ``AssetAlias`` the operator emits its events under, by default.
+DEFAULT_ASSET_ALIAS = "kling_videos"
+#: Default key layout: one folder per Kling task (task ids are unique, so runs, map indexes and results
+#: never collide, and a retried copy of the same task lands on the same keys: an idempotent no-op).
+DEFAULT_S3_KEY = "kling/{{ dag.dag_id }}/{kling_task_id}/{index}.mp4"
+
+ChecksumAlgorithm = Literal["CRC32", "SHA256"]
+StreamOpener = Callable[[int], AbstractContextManager["httpx.Response"]]
+
+_METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_RESERVED_METADATA_PREFIX = "kling-"
+
+
+class KlingTransferError(KlingError):
+    """Copying a result video to S3 failed. Nothing was left behind: the multipart upload was aborted."""
+
+
+class KlingResultDownloadError(KlingTransferError):
+    """The result video could not be downloaded whole (truncated, reset) within the allowed attempts."""
+
+
+class KlingS3UploadError(KlingTransferError):
+    """S3 rejected the upload (a part, the completion, or the size check of the landed object)."""
+
+
+class KlingS3KeyExistsError(KlingTransferError):
+    """``replace=False`` and a different object already exists at the destination key."""
+
+
+class KlingTaskNotReadyError(KlingError):
+    """The task has not finished successfully yet, or it succeeded without result URLs: nothing to copy."""
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """
+    Where and how a video lands in S3.
+
+    :param bucket: the bucket.
+    :param key: the object key.
+    :param content_type: the object's ``Content-Type``.
+    :param metadata: user-defined metadata (``x-amz-meta-*``), already encoded for S3.
+    """
+
+    bucket: str
+    key: str
+    content_type: str = VIDEO_CONTENT_TYPE
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """The ``s3://bucket/key`` URI."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class LandedObject:
+    """
+    An object written (or found already there) by :class:`S3StreamUploader`.
+
+    :param bucket: the bucket.
+    :param key: the object key.
+    :param size: its size in bytes (verified against ``Content-Length`` and S3's ``HEAD``).
+    :param etag: the ETag S3 gave it.
+    :param checksum: the S3 checksum (``base64`` CRC32/SHA-256; ``-N`` suffix for a multipart object).
+    :param parts: how many parts were uploaded (1 for a single ``PutObject``, 0 when skipped).
+    :param skipped: the same object was already at the key (``replace=False``): nothing was written.
+    """
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    checksum: str | None
+    parts: int
+    skipped: bool = False
+
+    @property
+    def uri(self) -> str:
+        """The ``s3://bucket/key`` URI."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def choose_part_size(total_size: int | None, preferred: int = DEFAULT_PART_SIZE) -> int:
+    """
+    Return the multipart part size for an object of ``total_size`` bytes.
+
+    The preferred size when it keeps the upload within S3's 10,000 parts, else the smallest whole number of
+    MiB that does; never below S3's 5 MiB minimum.
+
+    :param total_size: the object's size (``None`` when unknown: the preferred size is used).
+    :param preferred: the part size to use when the object is small enough.
+    :raises ValueError: when the object cannot fit in 10,000 parts of at most 5 GiB.
+    """
+    size = max(preferred, S3_MIN_PART_SIZE)
+    if total_size is not None and math.ceil(total_size / size) > S3_MAX_PARTS:
+        size = math.ceil(total_size / S3_MAX_PARTS / MiB) * MiB
+    if size > S3_MAX_PART_SIZE:
+        raise ValueError(f"An object of {total_size} bytes does not fit in {S3_MAX_PARTS} parts of 5 GiB")
+    return size
+
+
+def _checksum(algorithm: ChecksumAlgorithm, data: bytes) -> str:
+    if algorithm == "CRC32":
+        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def encode_metadata_value(value: object) -> str:
+    """
+    Return ``value`` as an S3 metadata value.
+
+    S3 metadata travels in HTTP headers, so it must be printable US-ASCII; any other text (a Chinese prompt,
+    a newline) is stored as one RFC 2047 encoded word, ``=?UTF-8?B?<base64>?=``, the form S3 itself returns
+    non-ASCII metadata in (``email.header.decode_header`` reads it back).
+
+    :param value: any value; it is converted with ``str()``.
+    """
+    text = str(value)
+    if all(0x20 <= ord(char) < 0x7F for char in text):
+        return text
+    return "=?UTF-8?B?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
+
+
+def build_metadata(kling: Mapping[str, str], user: Mapping[str, Any] | None) -> dict[str, str]:
+    """
+    Merge the provider's ``kling-*`` metadata with the user's own, checked against S3's rules.
+
+    :param kling: the provider's metadata (``kling-task-id``, ``kling-model``, ``kling-usage-seconds``).
+    :param user: the user's metadata; keys are lowercased and must not start with ``kling-``.
+    :raises ValueError: on an invalid or reserved key, or when the whole exceeds S3's 2 KB.
+    """
+    merged = dict(kling)
+    for raw_key, value in (user or {}).items():
+        key = str(raw_key).lower()
+        if not _METADATA_KEY.match(key):
+            raise ValueError(
+                f"metadata key {raw_key!r} is not a valid S3 metadata name (letters, digits, '.', '_', '-')"
+            )
+        if key.startswith(_RESERVED_METADATA_PREFIX):
+            raise ValueError(f"metadata key {raw_key!r}: the 'kling-' prefix is reserved for the provider")
+        merged[key] = encode_metadata_value(value)
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in merged.items())
+    if size > S3_MAX_METADATA_BYTES:
+        raise ValueError(
+            f"metadata is {size} bytes, S3 allows {S3_MAX_METADATA_BYTES}: store a digest of long values "
+            "(e.g. a SHA-256 of the prompt) rather than the values"
+        )
+    return merged
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    """The body's size in bytes, or ``None`` when unknown (no header, or a content-encoded body)."""
+    if response.headers.get("content-encoding", "identity").lower() != "identity":
+        return None
+    value = response.headers.get("content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _response_checksum(response: Mapping[str, Any], algorithm: ChecksumAlgorithm) -> str | None:
+    value = response.get(f"Checksum{algorithm}")
+    return str(value) if value is not None else None
+
+
+def _error_code(error: Exception) -> str | None:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code is not None else None
+    return None
+
+
+class _Download:
+    """
+    One result download as an iterator of byte chunks, resumed with ``Range`` when it breaks.
+
+    :param open_stream: opens the download at a byte offset (a context manager yielding a streaming
+        ``httpx.Response``).
+    :param max_attempts: how many times the body may be requested in all.
+    :param retry_delay: seconds before the first resume; doubles each time.
+    """
+
+    def __init__(self, open_stream: StreamOpener, *, max_attempts: int, retry_delay: float) -> None:
+        self._open_stream = open_stream
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay
+        self._stack = ExitStack()
+        self.received = 0
+        self.attempts = 1
+        self.response = self._stack.enter_context(open_stream(0))
+        try:
+            _check_status(self.response)
+        except BaseException:
+            self._stack.close()
+            raise
+        self.total = _content_length(self.response)
+
+    def close(self) -> None:
+        """Close the open response, if any."""
+        self._stack.close()
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the body's bytes once, resuming after transient failures; verify the byte count."""
+        import httpx
+
+        skip = 0
+        while True:
+            try:
+                for chunk in self.response.iter_bytes():
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        skip -= dropped
+                        chunk = chunk[dropped:]
+                        if not chunk:
+                            continue
+                    self.received += len(chunk)
+                    if self.total is not None and self.received > self.total:
+                        raise KlingResultDownloadError(
+                            f"The result URL sent more than its Content-Length of {self.total} bytes"
+                        )
+                    yield chunk
+                if self.total is None or self.received == self.total:
+                    return
+                failure = f"the body ended after {self.received} of {self.total} bytes (truncated)"
+            except (httpx.TransportError, KlingTransportError) as error:
+                failure = f"{type(error).__name__}: {error} after {self.received} bytes"
+            self._stack.close()
+            skip = self._resume(failure)
+
+    def _resume(self, failure: str) -> int:
+        """Reopen the download at :attr:`received`; return how many leading bytes to drop (no ``Range``)."""
+        import httpx
+
+        while True:
+            if self.total is None:
+                raise KlingResultDownloadError(
+                    f"The result download broke off ({failure}) and cannot be resumed without a "
+                    "Content-Length"
+                )
+            if self.attempts >= self._max_attempts:
+                raise KlingResultDownloadError(
+                    f"The result download broke off (truncated or reset) and failed after {self.attempts} "
+                    f"attempts, {self.received} of {self.total} bytes received; last: {failure}"
+                )
+            delay = self._retry_delay * 2 ** (self.attempts - 1)
+            log.warning(
+                "Result download broke (%s); resuming at byte %d in %.1f s (attempt %d of %d)",
+                failure,
+                self.received,
+                delay,
+                self.attempts + 1,
+                self._max_attempts,
+            )
+            time.sleep(delay)
+            self.attempts += 1
+            try:
+                self.response = self._stack.enter_context(self._open_stream(self.received))
+            except (httpx.TransportError, KlingTransportError, KlingServerError) as error:
+                self._stack.close()
+                failure = f"{type(error).__name__}: {error} while reopening at byte {self.received}"
+                continue
+            return self._check_resumed()
+
+    def _check_resumed(self) -> int:
+        response = self.response
+        _check_status(response)
+        if response.status_code == 200:
+            # The server ignored the Range header: read the body again and drop what we already have.
+            if _content_length(response) != self.total:
+                raise KlingResultDownloadError("The result changed size between attempts")
+            return self.received
+        content_range = response.headers.get("content-range", "")
+        match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range.strip())
+        if (
+            match is None
+            or int(match.group(1)) != self.received
+            or int(match.group(2)) != (self.total or 0) - 1
+            or match.group(3) not in (str(self.total), "*")
+        ):
+            raise KlingResultDownloadError(
+                f"The resumed download answered Content-Range {content_range!r}, expected bytes "
+                f"{self.received}-{(self.total or 0) - 1}/{self.total}"
+            )
+        return 0
+
+
+def _take(pending: deque[bytes], size: int) -> bytes:
+    """Remove ``size`` bytes from the front of ``pending`` and return them joined."""
+    taken: list[bytes] = []
+    needed = size
+    while needed:
+        chunk = pending.popleft()
+        if len(chunk) > needed:
+            pending.appendleft(chunk[needed:])
+            chunk = chunk[:needed]
+        taken.append(chunk)
+        needed -= len(chunk)
+    return b"".join(taken)
+
+
+def _check_status(response: httpx.Response) -> None:
+    if response.status_code not in (200, 206):
+        raise KlingResultDownloadError(f"The result URL answered HTTP {response.status_code}")
+
+
+class S3StreamUploader:
+    """
+    Stream HTTP downloads into S3 objects in constant memory, verified, all-or-nothing.
+
+    Memory: at most ``max_concurrency + 2`` parts (of :func:`choose_part_size` bytes: 8 MiB up to 78 GiB
+    videos) are held at any time, whatever the video's size. Each part carries a checksum
+    (``ChecksumCRC32`` or ``ChecksumSHA256``) that S3 verifies; objects smaller than one part go in a single
+    ``PutObject`` with its checksum. With ``replace=False`` the write is conditional (``If-None-Match: *``),
+    so a concurrent writer cannot be overwritten either.
+
+    :param s3_client: a boto3 S3 client (``S3Hook(...).get_conn()``); it is thread-safe.
+    :param part_size: preferred part size in bytes (raised when needed to stay within 10,000 parts).
+    :param max_concurrency: parts uploaded at the same time while the download goes on.
+    :param checksum_algorithm: ``"CRC32"`` (fast, the default) or ``"SHA256"``.
+    :param max_download_attempts: how many times a result body may be requested (the first request and
+        the ``Range`` resumes after a truncation or reset).
+    :param retry_delay: seconds before the first resume, doubling after each.
+    """
+
+    def __init__(
+        self,
+        s3_client: S3Client,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = 4,
+        checksum_algorithm: ChecksumAlgorithm = "CRC32",
+        max_download_attempts: int = 3,
+        retry_delay: float = 1.0,
+    ) -> None:
+        if checksum_algorithm not in ("CRC32", "SHA256"):
+            raise ValueError(f"checksum_algorithm must be CRC32 or SHA256, not {checksum_algorithm!r}")
+        if max_concurrency < 1 or max_download_attempts < 1:
+            raise ValueError("max_concurrency and max_download_attempts must be at least 1")
+        self.s3 = s3_client
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.checksum_algorithm = checksum_algorithm
+        self.max_download_attempts = max_download_attempts
+        self.retry_delay = retry_delay
+
+    def upload(self, open_stream: StreamOpener, target: S3Target, *, replace: bool = False) -> LandedObject:
+        """
+        Copy one download into ``target`` and return what landed.
+
+        :param open_stream: opens the download at a byte offset, e.g.
+            ``lambda offset: hook.stream_result(url, kling_task_id=tid, offset=offset)``.
+        :param target: the destination object.
+        :param replace: overwrite an existing object; when ``False`` an existing object of the same size
+            (and the same ``kling-task-id``, if both carry one) is kept and reported as ``skipped``,
+            a different one raises :class:`KlingS3KeyExistsError`.
+        :raises KlingResultExpiredError: the result URL answered 403/404.
+        :raises KlingResultDownloadError: the download stayed broken after the allowed attempts.
+        :raises KlingS3UploadError: S3 rejected a part, the completion or the final size check.
+        """
+        download = _Download(
+            open_stream, max_attempts=self.max_download_attempts, retry_delay=self.retry_delay
+        )
+        try:
+            if not replace:
+                existing = self._existing(target, download.total)
+                if existing is not None:
+                    return existing
+            part_size = choose_part_size(download.total, self.part_size)
+            started = time.monotonic()
+            landed = self._copy(download, target, part_size, replace=replace)
+        finally:
+            download.close()
+        elapsed = max(time.monotonic() - started, 1e-9)
+        log.info(
+            "Landed %s: %d bytes in %d part(s), %.1f MiB/s, %d download attempt(s), checksum %s",
+            landed.uri,
+            landed.size,
+            landed.parts,
+            landed.size / MiB / elapsed,
+            download.attempts,
+            landed.checksum,
+        )
+        return landed
+
+    def _existing(self, target: S3Target, size: int | None) -> LandedObject | None:
+        """The object already at ``target`` if it is the same one; raise if it is a different one."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.s3.head_object(Bucket=target.bucket, Key=target.key)
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+        existing_task = head.get("Metadata", {}).get("kling-task-id")
+        our_task = target.metadata.get("kling-task-id")
+        same_task = existing_task is None or our_task is None or existing_task == our_task
+        if size is not None and head["ContentLength"] == size and same_task:
+            log.info("%s already holds this %d-byte video: nothing to do (replace=False)", target.uri, size)
+            return LandedObject(
+                bucket=target.bucket,
+                key=target.key,
+                size=size,
+                etag=head.get("ETag", ""),
+                checksum=head.get("ChecksumCRC32") or head.get("ChecksumSHA256"),
+                parts=0,
+                skipped=True,
+            )
+        raise KlingS3KeyExistsError(
+            f"{target.uri} already exists ({head['ContentLength']} bytes, kling-task-id {existing_task}) and "
+            f"differs from this result ({size if size is not None else 'unknown'} bytes, kling-task-id "
+            f"{our_task}); set replace=True to overwrite it, or choose another s3_key"
+        )
+
+    @staticmethod
+    def _parts(chunks: Iterator[bytes], part_size: int) -> Iterator[bytes]:
+        """
+        Cut the stream of chunks into parts of exactly ``part_size`` bytes (the last one shorter).
+
+        Chunks are kept as they come and joined once per part, so a part costs one copy; no local variable
+        keeps a part alive while the generator waits (memory stays at the parts the caller holds).
+        """
+        pending: deque[bytes] = deque()
+        pending_size = 0
+        for chunk in chunks:
+            pending.append(chunk)
+            pending_size += len(chunk)
+            while pending_size >= part_size:
+                pending_size -= part_size
+                yield _take(pending, part_size)
+        if pending_size:
+            yield _take(pending, pending_size)
+
+    def _copy(self, download: _Download, target: S3Target, part_size: int, *, replace: bool) -> LandedObject:
+        parts = self._parts(download.chunks(), part_size)
+        head = list(itertools.islice(parts, 2))  # one part only: a single PutObject does
+        if len(head) < 2:
+            return self._put_single(head.pop() if head else b"", target, download, replace=replace)
+        return self._put_multipart(head, parts, target, download, replace=replace)
+
+    def _put_single(
+        self, body: bytes, target: S3Target, download: _Download, *, replace: bool
+    ) -> LandedObject:
+        from botocore.exceptions import ClientError
+
+        checksum = _checksum(self.checksum_algorithm, body)
+        arguments: dict[str, Any] = {
+            "Bucket": target.bucket,
+            "Key": target.key,
+            "Body": body,
+            "ContentType": target.content_type,
+            "Metadata": dict(target.metadata),
+            f"Checksum{self.checksum_algorithm}": checksum,
+        }
+        if not replace:
+            arguments["IfNoneMatch"] = "*"
+        try:
+            response = self.s3.put_object(**arguments)
+        except ClientError as error:
+            if _error_code(error) == "PreconditionFailed":
+                return self._lost_race(target, download.received)
+            raise KlingS3UploadError(f"S3 rejected the upload of {target.uri}: {error}") from error
+        self._verify_size(target, download.received)
+        return LandedObject(
+            bucket=target.bucket,
+            key=target.key,
+            size=download.received,
+            etag=response.get("ETag", ""),
+            checksum=_response_checksum(cast("Mapping[str, Any]", response), self.checksum_algorithm)
+            or checksum,
+            parts=1,
+        )
+
+    def _put_multipart(
+        self,
+        head: list[bytes],
+        rest: Iterator[bytes],
+        target: S3Target,
+        download: _Download,
+        *,
+        replace: bool,
+    ) -> LandedObject:
+        from botocore.exceptions import ClientError
+
+        created = self.s3.create_multipart_upload(
+            Bucket=target.bucket,
+            Key=target.key,
+            ContentType=target.content_type,
+            Metadata=dict(target.metadata),
+            ChecksumAlgorithm=self.checksum_algorithm,
+        )
+        upload_id = created["UploadId"]
+        try:
+            with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="kling-s3-part") as pool:
+                try:
+                    completed = self._upload_parts(pool, upload_id, target, head, rest)
+                finally:
+                    # On a failure, wait for the parts in flight (so the abort below leaves none behind).
+                    pool.shutdown(wait=True, cancel_futures=True)
+            if download.total is not None and download.received != download.total:
+                raise KlingResultDownloadError(
+                    f"Downloaded {download.received} bytes, Content-Length said {download.total}"
+                )
+            arguments: dict[str, Any] = {
+                "Bucket": target.bucket,
+                "Key": target.key,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": completed},
+            }
+            if not replace:
+                arguments["IfNoneMatch"] = "*"
+            response = self.s3.complete_multipart_upload(**arguments)
+            self._verify_size(target, download.received)
+        except BaseException as error:
+            self._abort(target, upload_id)
+            if isinstance(error, ClientError):
+                if _error_code(error) == "PreconditionFailed":
+                    return self._lost_race(target, download.received)
+                raise KlingS3UploadError(f"S3 rejected the upload of {target.uri}: {error}") from error
+            raise
+        return LandedObject(
+            bucket=target.bucket,
+            key=target.key,
+            size=download.received,
+            etag=response.get("ETag", ""),
+            checksum=_response_checksum(cast("Mapping[str, Any]", response), self.checksum_algorithm),
+            parts=len(completed),
+        )
+
+    def _upload_parts(
+        self,
+        pool: ThreadPoolExecutor,
+        upload_id: str,
+        target: S3Target,
+        head: list[bytes],
+        rest: Iterator[bytes],
+    ) -> list[dict[str, Any]]:
+        """Upload the parts, at most ``max_concurrency`` at a time; return them in order for completion."""
+        in_flight: set[Future[dict[str, Any]]] = set()
+        done_parts: list[dict[str, Any]] = []
+
+        def collect(block: bool) -> None:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED, timeout=None if block else 0)
+            for future in finished:
+                in_flight.discard(future)
+                done_parts.append(future.result())  # re-raises the part's error
+
+        def parts() -> Iterator[bytes]:
+            while head:  # hand the parts over without keeping a reference
+                yield head.pop(0)
+            yield from rest
+
+        for number, body in enumerate(parts(), start=1):
+            if number > S3_MAX_PARTS:
+                raise KlingS3UploadError(f"{target.uri} needs more than {S3_MAX_PARTS} parts")
+            while len(in_flight) >= self.max_concurrency:
+                collect(block=True)
+            in_flight.add(pool.submit(self._upload_part, upload_id, target, number, body))
+            del body
+            collect(block=False)
+        while in_flight:
+            collect(block=True)
+        return sorted(done_parts, key=lambda part: int(part["PartNumber"]))
+
+    def _upload_part(self, upload_id: str, target: S3Target, number: int, body: bytes) -> dict[str, Any]:
+        checksum = _checksum(self.checksum_algorithm, body)
+        arguments: dict[str, Any] = {
+            "Bucket": target.bucket,
+            "Key": target.key,
+            "UploadId": upload_id,
+            "PartNumber": number,
+            "Body": body,
+            f"Checksum{self.checksum_algorithm}": checksum,
+        }
+        response = self.s3.upload_part(**arguments)
+        log.debug("Uploaded part %d of %s (%d bytes)", number, target.uri, len(body))
+        return {
+            "PartNumber": number,
+            "ETag": response["ETag"],
+            f"Checksum{self.checksum_algorithm}": _response_checksum(
+                cast("Mapping[str, Any]", response), self.checksum_algorithm
+            )
+            or checksum,
+        }
+
+    def _abort(self, target: S3Target, upload_id: str) -> None:
+        try:
+            self.s3.abort_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=upload_id)
+            log.warning("Aborted the multipart upload of %s: no partial object is left", target.uri)
+        except Exception:
+            log.exception("Could not abort multipart upload %s of %s", upload_id, target.uri)
+
+    def _lost_race(self, target: S3Target, size: int) -> LandedObject:
+        """Another writer created the key while we uploaded (``If-None-Match`` failed)."""
+        existing = self._existing(target, size)
+        if existing is None:  # deleted again in between: report it rather than loop
+            raise KlingS3KeyExistsError(f"{target.uri} was created and removed by another writer meanwhile")
+        return existing
+
+    def _verify_size(self, target: S3Target, size: int) -> None:
+        head = self.s3.head_object(Bucket=target.bucket, Key=target.key)
+        if head["ContentLength"] != size:
+            self.s3.delete_object(Bucket=target.bucket, Key=target.key)
+            raise KlingS3UploadError(
+                f"{target.uri} holds {head['ContentLength']} bytes after the upload, expected {size}: deleted"
+            )
+
+
+def _parse_bool(value: bool | str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"replace must be a boolean, not {value!r}")
+
+
+class KlingToS3Operator(BaseOperator):
+    """
+    Copy every result video of a finished Kling task into S3, streamed in constant memory and verified.
+
+    The download (``KlingHook.stream_result``) flows straight into an S3 multipart upload (``S3Hook``'s
+    client) with a checksum per part; the byte count is checked against ``Content-Length``; a broken
+    download is resumed with ``Range`` up to ``max_download_attempts`` times; any failure aborts the upload,
+    so S3 never holds a partial object or an unfinished upload. Each object gets ``Content-Type: video/mp4``
+    and the metadata ``kling-task-id``, ``kling-model``, ``kling-usage-seconds`` plus ``metadata``. One Asset
+    event per object is emitted on the ``AssetAlias`` ``asset_alias`` (its ``extra`` holds the metadata,
+    size and checksum), so DAGs scheduled on that alias run on new videos.
+
+    Result URLs expire after about 24 hours: run this soon after the task finishes; an expired URL raises
+    :class:`~airflow_provider_kling.exceptions.KlingResultExpiredError`.
+
+    :param kling_task_id: the Kling task whose results to copy; it must have succeeded. (templated)
+    :param s3_bucket: the destination bucket; ``None`` when ``s3_key`` is a full ``s3://`` URL. (templated)
+    :param s3_key: the destination key; ``{index}`` is replaced by the result's index (from 0) and
+        ``{kling_task_id}`` by the task id. Required to contain ``{index}`` when the task has several
+        results. The default, ``kling/<dag_id>/{kling_task_id}/{index}.mp4``, never collides between runs,
+        map indexes or results, and a retried copy lands on the same keys. (templated)
+    :param aws_conn_id: the Airflow ``aws`` connection. (templated)
+    :param kling_conn_id: the Airflow Kling connection. (templated)
+    :param replace: overwrite existing objects. When ``False`` (the default), an existing object of the same
+        size is kept (an idempotent retry succeeds) and a different one is an error. (templated)
+    :param metadata: extra S3 metadata, e.g. ``{"prompt-sha256": "{{ ... }}"}``; keys must not start with
+        ``kling-``; values that are not printable ASCII are stored RFC 2047-encoded; at most 2 KB in all
+        (S3's limit). (templated)
+    :param asset_alias: name of the ``AssetAlias`` outlet the Asset events go to (``None``: no events).
+    :param part_size: preferred multipart part size in bytes (default 8 MiB; raised for very large videos
+        to stay within 10,000 parts).
+    :param max_concurrency: parts uploaded at once; memory holds at most ``max_concurrency + 2`` parts.
+    :param max_download_attempts: requests per result before the copy fails (first try + ``Range`` resumes).
+    :param checksum_algorithm: ``"CRC32"`` or ``"SHA256"``, verified by S3 for every part.
+    :param download_retry_delay: seconds before the first ``Range`` resume of a broken download, doubling
+        after each.
+    :param verify: TLS verification for S3 (as ``S3Hook``'s ``verify``).
+    :return: the ``s3://`` URIs, in the order of the task's ``urls``.
+    """
+
+    template_fields: Sequence[str] = (
+        "kling_task_id",
+        "s3_bucket",
+        "s3_key",
+        "aws_conn_id",
+        "kling_conn_id",
+        "replace",
+        "metadata",
+    )
+    template_fields_renderers = {"metadata": "json"}
+    ui_color = "#f4a460"
+
+    def __init__(
+        self,
+        *,
+        kling_task_id: str,
+        s3_bucket: str | None = None,
+        s3_key: str = DEFAULT_S3_KEY,
+        aws_conn_id: str | None = "aws_default",
+        kling_conn_id: str = DEFAULT_CONN_ID,
+        replace: bool | str = False,
+        metadata: dict[str, Any] | None = None,
+        asset_alias: str | None = DEFAULT_ASSET_ALIAS,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = 4,
+        max_download_attempts: int = 3,
+        checksum_algorithm: ChecksumAlgorithm = "CRC32",
+        download_retry_delay: float = 1.0,
+        verify: str | bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if asset_alias:
+            outlets = kwargs.pop("outlets", None)
+            if outlets is None:
+                outlets = []
+            elif not isinstance(outlets, list | tuple):
+                outlets = [outlets]
+            kwargs["outlets"] = [*outlets, AssetAlias(asset_alias)]
+        super().__init__(**kwargs)
+        self.kling_task_id = kling_task_id
+        self.s3_bucket = s3_bucket
+        self.s3_key = s3_key
+        self.aws_conn_id = aws_conn_id
+        self.kling_conn_id = kling_conn_id
+        self.replace = replace
+        self.metadata = metadata or {}
+        self.asset_alias = asset_alias
+        self.part_size = part_size
+        self.max_concurrency = max_concurrency
+        self.max_download_attempts = max_download_attempts
+        self.checksum_algorithm: ChecksumAlgorithm = checksum_algorithm
+        self.download_retry_delay = download_retry_delay
+        self.verify = verify
+        self.landed: list[LandedObject] = []
+        self._source_urls: list[str] = []
+
+    @cached_property
+    def kling_hook(self) -> KlingHook:
+        """The hook of the Kling connection."""
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        return KlingHook(kling_conn_id=self.kling_conn_id)
+
+    @cached_property
+    def s3_hook(self) -> S3Hook:
+        """The hook of the AWS connection."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id, verify=self.verify)
+
+    @cached_property
+    def uploader(self) -> S3StreamUploader:
+        """The streaming upload engine, on the AWS connection's S3 client."""
+        return S3StreamUploader(
+            self.s3_hook.get_conn(),
+            part_size=self.part_size,
+            max_concurrency=self.max_concurrency,
+            checksum_algorithm=self.checksum_algorithm,
+            max_download_attempts=self.max_download_attempts,
+            retry_delay=self.download_retry_delay,
+        )
+
+    def execute(self, context: Context) -> list[str]:
+        """Copy every result of the task into S3 and return the ``s3://`` URIs, in the order of ``urls``."""
+        task = self.kling_hook.get_task(self.kling_task_id)
+        targets = self.targets_for(task)
+        replace = _parse_bool(self.replace)
+        self._source_urls, self.landed = list(task.urls), []
+        for url, target in zip(task.urls, targets, strict=True):
+            landed = self.uploader.upload(self._opener(url, task.task_id), target, replace=replace)
+            self.landed.append(landed)
+            self._record(context, landed, target)
+        return [landed.uri for landed in self.landed]
+
+    def targets_for(self, task: KlingTask) -> list[S3Target]:
+        """
+        Return where each result of ``task`` goes, checking the task and the key layout first.
+
+        :param task: the task as the status endpoint reports it.
+        :raises KlingTaskFailedError: the task failed.
+        :raises KlingTaskNotReadyError: the task is not finished, or has no result URLs.
+        :raises ValueError: several results but no ``{index}`` in the key, or invalid metadata.
+        """
+        from airflow_provider_kling.models import TaskStatus
+
+        if task.status == TaskStatus.FAILURE:
+            raise KlingTaskFailedError(task.task_id, task.error_message)
+        if task.status != TaskStatus.SUCCESS:
+            raise KlingTaskNotReadyError(
+                f"Kling task {task.task_id} is {task.status.value}, not Success: wait for it "
+                "(KlingTaskSensor or the submit operator) before copying its results"
+            )
+        if not task.urls:
+            raise KlingTaskNotReadyError(f"Kling task {task.task_id} succeeded but reported no result URLs")
+        if len(task.urls) > 1 and "{index}" not in self.s3_key:
+            raise ValueError(
+                f"Kling task {task.task_id} has {len(task.urls)} results: s3_key must contain '{{index}}' so "
+                f"they do not overwrite each other (s3_key={self.s3_key!r})"
+            )
+        kling = {"kling-task-id": task.task_id, "kling-model": MODEL_NAME}
+        if task.usage_seconds is not None:
+            kling["kling-usage-seconds"] = str(task.usage_seconds)
+        metadata = build_metadata(kling, self.metadata)
+        targets = []
+        for index in range(len(task.urls)):
+            key = self.s3_key.replace("{index}", str(index)).replace("{kling_task_id}", task.task_id)
+            if self.s3_bucket is None:
+                from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+                bucket, key = S3Hook.parse_s3_url(key)
+            else:
+                bucket = self.s3_bucket
+                if urlsplit(key).scheme:
+                    raise ValueError("s3_key must be a key, not a URL, when s3_bucket is given")
+            targets.append(
+                S3Target(bucket=bucket, key=key, content_type=VIDEO_CONTENT_TYPE, metadata=metadata)
+            )
+        return targets
+
+    def _opener(self, url: str, kling_task_id: str) -> StreamOpener:
+        hook = self.kling_hook
+
+        def open_stream(offset: int) -> AbstractContextManager[httpx.Response]:
+            return hook.stream_result(url, kling_task_id=kling_task_id, offset=offset)
+
+        return open_stream
+
+    def _record(self, context: Context, landed: LandedObject, target: S3Target) -> None:
+        """Emit the object's Asset event (on the alias) and report it to hook-level lineage."""
+        from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
+
+        get_hook_lineage_collector().add_output_asset(  # type: ignore[no-untyped-call]
+            context=self.s3_hook, scheme="s3", asset_kwargs={"bucket": landed.bucket, "key": landed.key}
+        )
+        if not self.asset_alias:
+            return
+        extra: dict[str, Any] = {
+            **target.metadata,
+            "content-type": target.content_type,
+            "size-bytes": landed.size,
+            "checksum": landed.checksum,
+            "skipped": landed.skipped,
+        }
+        context["outlet_events"][AssetAlias(self.asset_alias)].add(Asset(uri=landed.uri), extra=extra)
+
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> OperatorLineage | None:
+        """
+        Describe the copy for OpenLineage: result URLs in, S3 objects out.
+
+        Returns ``None`` when the OpenLineage provider is not installed.
+
+        :param task_instance: the finished task instance (unused: the operator remembers what it landed).
+        """
+        try:
+            from airflow.providers.common.compat.openlineage.facet import Dataset
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        inputs = []
+        for url in self._source_urls:
+            parts = urlsplit(url)
+            # Result URLs are signed and temporary: the query string is not part of the dataset's name.
+            inputs.append(Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path or "/"))
+        outputs = [Dataset(namespace=f"s3://{obj.bucket}", name=obj.key) for obj in self.landed]
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+__all__ = [
+    "DEFAULT_ASSET_ALIAS",
+    "DEFAULT_S3_KEY",
+    "KlingResultDownloadError",
+    "KlingS3KeyExistsError",
+    "KlingS3UploadError",
+    "KlingTaskNotReadyError",
+    "KlingToS3Operator",
+    "KlingTransferError",
+    "LandedObject",
+    "S3StreamUploader",
+    "S3Target",
+    "build_metadata",
+    "choose_part_size",
+    "encode_metadata_value",
+]
