@@ -6,7 +6,7 @@ import fractions
 import pickle
 import struct
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import av
 import pytest
@@ -27,6 +27,8 @@ from airflow_provider_kling.media import (
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from av.video.codeccontext import VideoCodecContext
 
 # -- builders ---------------------------------------------------------------------------------------------
 
@@ -63,7 +65,7 @@ def jpeg_bytes(width: int, height: int, *, sof: int = 0xC0, before_sof: bytes = 
 
 def encode_image(codec: str, width: int, height: int, pix_fmt: str) -> bytes:
     """A real image encoded by FFmpeg through PyAV (``png`` or ``mjpeg``)."""
-    context = av.CodecContext.create(codec, "w")
+    context = cast("VideoCodecContext", av.CodecContext.create(codec, "w"))
     context.width, context.height, context.pix_fmt = width, height, pix_fmt
     context.time_base = fractions.Fraction(1, 25)
     frame = av.VideoFrame(width, height, "rgb24").reformat(format=pix_fmt)
