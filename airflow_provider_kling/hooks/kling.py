@@ -434,11 +434,11 @@ class KlingHook(BaseHook):
             if isinstance(request, KlingVideoRequest)
             else KlingVideoRequest.model_validate(dict(request))
         )
-        s3_fields = _s3_inputs(video_request)
-        if s3_fields:
+        s3_inputs = video_request.s3_input_urls
+        if s3_inputs:
             raise ValueError(
                 "The request still holds s3:// inputs, which the Kling API cannot read: "
-                f"{', '.join(s3_fields)}. Resolve them to presigned HTTPS URLs first "
+                f"{', '.join(s3_inputs)}. Resolve them to presigned HTTPS URLs first "
                 "(KlingSubmitVideoOperator does this)."
             )
         return video_request
@@ -692,16 +692,3 @@ def _read_at_most(response: httpx.Response, limit: int) -> bytes:
     except httpx.HTTPError:
         pass
     return b"".join(chunks)[:limit]
-
-
-def _s3_inputs(request: KlingVideoRequest) -> list[str]:
-    """Name the request's inputs that are still ``s3://`` URLs."""
-    names: list[str] = []
-    parameters = request.parameters
-    for index, image in enumerate(parameters.image_list or []):
-        if image.image_url.strip().lower().startswith("s3://"):
-            names.append(f"parameters.image_list[{index}].image_url")
-    for index, video in enumerate(parameters.video_list or []):
-        if video.video_url.strip().lower().startswith("s3://"):
-            names.append(f"parameters.video_list[{index}].video_url")
-    return names
