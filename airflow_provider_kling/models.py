@@ -48,6 +48,7 @@ import binascii
 import difflib
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ MAX_EXTERNAL_TASK_ID_LENGTH: Final = 64
 RULE_ERROR_TYPE: Final = "kling_rule"
 
 _RULE_TEMPLATE: Final = "{rule} {field}: {detail}"
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+#: A URL scheme; bounded, so that a 10 MB base64 string (all scheme characters) is rejected at once.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}):")
 _REFERENCE = re.compile(r"<<<(image|video)_(\d+)>>>")
 #: At most 18 digits: beyond that no value is valid, and ``int()`` of thousands of digits raises.
 _WHOLE_NUMBER = re.compile(r"\s*[+-]?[0-9]{1,18}\s*")
@@ -106,6 +108,21 @@ Loc = tuple[str | int, ...]
 
 class KlingIgnoredFieldWarning(UserWarning):
     """A request field the API ignores in this combination (R3, R5): it is sent, but has no effect."""
+
+
+def _warn_ignored(message: str) -> None:
+    """Warn with :class:`KlingIgnoredFieldWarning`, attributed to the code that built the request."""
+    frame = sys._getframe(1)
+    level = 2
+    # Skip this module's and pydantic's frames (validation runs several frames deep).
+    while frame.f_back is not None and _is_validation_frame(frame.f_globals.get("__name__", "")):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, KlingIgnoredFieldWarning, stacklevel=level)
+
+
+def _is_validation_frame(module: str) -> bool:
+    return module == __name__ or module == "pydantic" or module.startswith("pydantic.")
 
 
 # -- rule errors ------------------------------------------------------------------------------------------
@@ -635,11 +652,9 @@ class KlingParameters(_ApiModel):
                 self.duration,
             )
         elif self.is_video_edit and self.duration is not None:
-            warnings.warn(
+            _warn_ignored(
                 "R5 parameters.duration has no effect with a refer_type 'base' video (video editing): "
-                "the output takes the input video's length",
-                KlingIgnoredFieldWarning,
-                stacklevel=2,
+                "the output takes the input video's length"
             )
         if self.has_reference_video and self.sound is Sound.ON:
             problems.add("R6", ("sound",), "must be 'off' with a reference video", self.sound.value)
@@ -754,22 +769,18 @@ class KlingVideoRequest(_ApiModel):
                 prompt,
             )
         if parameters.multi_shot and prompt:
-            warnings.warn(
+            _warn_ignored(
                 "R3 input.prompt is ignored when multi_shot is true: put the prompts in "
-                "parameters.multi_prompt",
-                KlingIgnoredFieldWarning,
-                stacklevel=2,
+                "parameters.multi_prompt"
             )
         if not parameters.multi_shot:
             ignored = [
                 name for name in ("shot_type", "multi_prompt") if getattr(parameters, name) is not None
             ]
             if ignored:
-                warnings.warn(
+                _warn_ignored(
                     f"R3 parameters.{' and parameters.'.join(ignored)} "
-                    f"{'are' if len(ignored) > 1 else 'is'} ignored when multi_shot is not true",
-                    KlingIgnoredFieldWarning,
-                    stacklevel=2,
+                    f"{'are' if len(ignored) > 1 else 'is'} ignored when multi_shot is not true"
                 )
         self._check_references(problems)
         problems.raise_if_any()

@@ -928,6 +928,21 @@ def test_ignored_fields_are_accepted_with_a_warning(body: dict[str, Any], match:
     assert request.to_api_body() == body
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: KlingVideoRequest.model_validate(edit(duration=5)), id="model_validate"),
+        pytest.param(
+            lambda: KlingVideoRequest.build(prompt="p", aspect_ratio="1:1", shot_type="customize"), id="build"
+        ),
+    ],
+)
+def test_ignored_field_warning_points_at_the_caller(make: Any) -> None:
+    with pytest.warns(KlingIgnoredFieldWarning) as caught:
+        make()
+    assert [record.filename for record in caught] == [__file__]
+
+
 def test_ignored_shots_are_still_checked_one_by_one() -> None:
     # A field error stops the checks of the combination, the warning included.
     found = messages(t2v(multi_prompt=shots("2.5")))
