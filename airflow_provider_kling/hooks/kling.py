@@ -49,6 +49,7 @@ from airflow_provider_kling.hooks._retry import Decision, RetryPolicy, decide
 from airflow_provider_kling.hooks._settings import (
     KlingSettings,
     check_max_retries,
+    check_timeout,
     settings_from_connection,
 )
 from airflow_provider_kling.models import KlingSubmitResult, KlingTask, KlingVideoRequest
@@ -92,6 +93,7 @@ class KlingHook(BaseHook):
     :param kling_conn_id: the Airflow connection of the ModelVerse API.
     :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra.
     :param max_retries: retries of a failed request; overrides the connection's ``max_retries`` extra.
+    :raises ValueError: ``timeout`` or ``max_retries`` is out of range.
     """
 
     conn_name_attr = "kling_conn_id"
@@ -108,8 +110,8 @@ class KlingHook(BaseHook):
     ) -> None:
         super().__init__()
         self.kling_conn_id = kling_conn_id
-        self.timeout = timeout
-        self.max_retries = max_retries
+        self.timeout = None if timeout is None else check_timeout(timeout, "timeout")
+        self.max_retries = None if max_retries is None else check_max_retries(max_retries, "max_retries")
         #: Backoff and jitter of retries (replace it to tune them).
         self.retry_policy = RetryPolicy()
         #: How the sync methods wait (injectable, so tests do not wait).

@@ -127,6 +127,14 @@ def test_connection_fetched_once(
     assert calls == [CONN_ID]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "name"), [({"timeout": 0}, "timeout"), ({"max_retries": 99}, "max_retries")]
+)
+def test_hook_arguments_checked_at_construction(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        KlingHook(CONN_ID, **kwargs)
+
+
 def test_hook_arguments_override_extras(monkeypatch: pytest.MonkeyPatch) -> None:
     set_connection(monkeypatch, extra={"timeout": 5, "max_retries": 4})
     hook = KlingHook(CONN_ID, timeout=2.5, max_retries=1)
@@ -857,6 +865,19 @@ def test_stream_result_redirect_drops_nothing_it_never_had(hook: KlingHook) -> N
         final = router.get(RESULT_URL).mock(return_value=httpx.Response(200, content=VIDEO))
         with hook.stream_result("https://short.test/r", kling_task_id="task-1") as response:
             assert response.read() == VIDEO
+    assert "Authorization" not in final.calls.last.request.headers
+
+
+def test_stream_result_api_redirect_to_a_foreign_host_drops_the_key(
+    hook: KlingHook, api: respx.MockRouter
+) -> None:
+    first = api.get("/results/task-1/1.mp4").mock(
+        return_value=httpx.Response(302, headers={"Location": RESULT_URL})
+    )
+    final = api.get(RESULT_URL).mock(return_value=httpx.Response(200, content=VIDEO))
+    with hook.stream_result(f"{BASE_URL}/results/task-1/1.mp4", kling_task_id="task-1") as response:
+        assert response.read() == VIDEO
+    assert first.calls.last.request.headers["Authorization"] == API_KEY
     assert "Authorization" not in final.calls.last.request.headers
 
 
