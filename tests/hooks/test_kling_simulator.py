@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -386,3 +387,35 @@ def test_async_client_closed_with_its_loop_without_warnings(sim: KlingSimulator)
     assert second.is_closed
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert wait_until(lambda: sim.stats()["connections"]["open"] == 0)
+
+
+def test_loops_in_two_threads_never_share_a_client(sim: KlingSimulator) -> None:
+    with KlingHook("kling_default") as sync_hook:
+        task_id = sync_hook.submit_task(REQUEST)
+    seen: dict[str, tuple[httpx.AsyncClient, httpx.AsyncClient]] = {}
+    errors: list[BaseException] = []
+
+    async def poll(name: str) -> None:
+        hook = KlingHook("kling_default")
+        for _ in range(10):
+            await hook.aget_task(task_id)
+            await asyncio.sleep(0)
+        seen[name] = (await _clients.shared_async_client(), await _clients.shared_async_client())
+
+    def run(name: str) -> None:
+        try:
+            asyncio.run(poll(name))
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert seen["a"][0] is seen["a"][1]
+    assert seen["a"][0] is not seen["b"][0]
+    assert seen["a"][0].is_closed
+    assert seen["b"][0].is_closed
+    assert sim.requests["status"] == 20
