@@ -1,0 +1,540 @@
+"""KlingTaskTrigger: serialization, the one event it yields for each outcome, and what it never leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+import respx
+from airflow.sdk.module_loading import import_string
+
+from airflow_provider_kling.exceptions import (
+    KlingError,
+    KlingTaskFailedError,
+    KlingTaskTimeoutError,
+)
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.triggers.kling import (
+    MAX_CONCURRENT_STATUS_QUERIES,
+    KlingTaskTrigger,
+    finished_task_from_event,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from airflow_provider_kling.testing import KlingSimulator
+
+API_KEY = "sk-trigger-unit-secret-0123456789"
+BASE_URL = "http://kling.test"
+STATUS_URL = f"{BASE_URL}/v1/tasks/status"
+
+
+@pytest.fixture
+def kling_conn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # max_retries 0: the hook does not retry, so these tests see the trigger's own riding-out.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KLING_DEFAULT",
+        json.dumps(
+            {"conn_type": "kling", "host": BASE_URL, "password": API_KEY, "extra": {"max_retries": 0}}
+        ),
+    )
+
+
+@pytest.fixture
+def api(kling_conn: None) -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
+def status(task_id: str, task_status: str, **output: Any) -> httpx.Response:
+    body: dict[str, Any] = {
+        "output": {"task_id": task_id, "task_status": task_status, "submit_time": 1756959000, **output},
+        "request_id": "req-1",
+    }
+    if task_status in ("Success", "Failure"):
+        body["usage"] = {"duration": 5}
+        body["output"].setdefault("finish_time", 1756959050)
+    return httpx.Response(200, json=body)
+
+
+SUCCESS_URL = "https://cdn.example/video-1.mp4"
+
+
+async def events_of(trigger: KlingTaskTrigger) -> list[dict[str, Any]]:
+    return [event.payload async for event in trigger.run()]
+
+
+def test_serialize_round_trip_keeps_every_argument_and_the_deadline() -> None:
+    trigger = KlingTaskTrigger(kling_task_id="task-1", kling_conn_id="my_kling", poll_interval=5, timeout=60)
+    classpath, kwargs = trigger.serialize()
+
+    assert classpath == "airflow_provider_kling.triggers.kling.KlingTaskTrigger"
+    assert set(kwargs) == {"kling_task_id", "kling_conn_id", "poll_interval", "timeout", "deadline"}
+    assert kwargs["deadline"] == pytest.approx(time.time() + 60, abs=5)
+    rebuilt = import_string(classpath)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_serialized_kwargs_hold_only_ids_and_numbers_never_the_key(kling_conn: None) -> None:
+    _, kwargs = KlingTaskTrigger(kling_task_id="task-1").serialize()
+
+    assert API_KEY not in json.dumps(kwargs)
+    assert all(isinstance(value, str | float) for value in kwargs.values())
+    assert {key for key, value in kwargs.items() if isinstance(value, str)} == {
+        "kling_task_id",
+        "kling_conn_id",
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"kling_task_id": ""}, "kling_task_id"),
+        ({"kling_task_id": "t", "poll_interval": 0}, "poll_interval"),
+        ({"kling_task_id": "t", "timeout": -1}, "timeout"),
+    ],
+)
+def test_rejects_unusable_arguments(arguments: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        KlingTaskTrigger(**arguments)
+
+
+async def test_success_yields_one_event_with_the_finished_task(api: respx.MockRouter) -> None:
+    route = api.get(STATUS_URL).mock(
+        side_effect=[
+            status("task-1", "Pending"),
+            status("task-1", "Running"),
+            status("task-1", "Success", urls=[SUCCESS_URL]),
+        ]
+    )
+    trigger = KlingTaskTrigger(kling_task_id="task-1", poll_interval=0.01, timeout=30)
+
+    events = await events_of(trigger)
+
+    assert events == [
+        {
+            "status": "success",
+            "kling_task_id": "task-1",
+            "urls": [SUCCESS_URL],
+            "usage_seconds": 5,
+            "submit_time": 1756959000,
+            "finish_time": 1756959050,
+        }
+    ]
+    assert route.call_count == 3
+    request = route.calls.last.request
+    assert request.url.params["task_id"] == "task-1"
+    assert request.headers["Authorization"] == API_KEY
+
+
+async def test_failed_task_yields_failure_with_the_vendor_message(api: respx.MockRouter) -> None:
+    api.get(STATUS_URL).mock(
+        side_effect=[status("task-2", "Running"), status("task-2", "Failure", error_message="content policy")]
+    )
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-2", poll_interval=0.01, timeout=30))
+
+    assert events == [
+        {"status": "failure", "kling_task_id": "task-2", "message": "content policy", "usage_seconds": 5}
+    ]
+
+
+async def test_timeout_yields_an_error_event_with_the_last_status(api: respx.MockRouter) -> None:
+    route = api.get(STATUS_URL).mock(return_value=status("task-3", "Running"))
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-3", poll_interval=0.02, timeout=0.1))
+
+    assert len(events) == 1
+    event = events[0]
+    assert event["status"] == "error"
+    assert event["reason"] == "timeout"
+    assert event["last_status"] == "Running"
+    assert event["timeout"] == 0.1
+    assert "did not finish within 0.1 s" in event["message"]
+    # Bounded: about timeout / poll_interval polls, never a busy loop.
+    assert 2 <= route.call_count <= 8
+
+
+async def test_deadline_is_kept_across_a_restart_of_the_trigger(api: respx.MockRouter) -> None:
+    route = api.get(STATUS_URL).mock(return_value=status("task-4", "Running"))
+    _, kwargs = KlingTaskTrigger(kling_task_id="task-4", poll_interval=10, timeout=3600).serialize()
+    kwargs["deadline"] = time.time() - 1  # the wait ran out while the trigger was moving
+
+    events = await events_of(KlingTaskTrigger(**kwargs))
+
+    assert [event["reason"] for event in events] == ["timeout"]
+    assert route.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        httpx.Response(503, json={"error": {"message": "busy", "code": "006001095"}}),
+        httpx.Response(429, json={"code": "006001094", "message": "task resources insufficient"}),
+        httpx.ConnectError("connection refused"),
+        httpx.Response(200, text="<html>gateway</html>"),
+    ],
+    ids=["503", "429", "connect-error", "malformed-body"],
+)
+async def test_transient_outage_is_ridden_out_until_success(
+    api: respx.MockRouter, outage: httpx.Response | Exception
+) -> None:
+    route = api.get(STATUS_URL).mock(
+        side_effect=[outage, outage, outage, status("task-5", "Success", urls=[SUCCESS_URL])]
+    )
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-5", poll_interval=0.01, timeout=30))
+
+    assert [event["status"] for event in events] == ["success"]
+    assert route.call_count == 4
+
+
+async def test_outage_longer_than_the_timeout_ends_in_a_timeout(api: respx.MockRouter) -> None:
+    api.get(STATUS_URL).mock(return_value=httpx.Response(503))
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-6", poll_interval=0.02, timeout=0.1))
+
+    assert [(event["status"], event["reason"], event["last_status"]) for event in events] == [
+        ("error", "timeout", None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("response", "fragment"),
+    [
+        (httpx.Response(401, json={"error": {"message": "invalid api key"}}), "invalid api key"),
+        (httpx.Response(404, json={"error": {"message": "task not found"}}), "task not found"),
+        (httpx.Response(400, json={"code": "bad", "message": "bad task_id"}), "bad task_id"),
+    ],
+    ids=["401", "404", "400"],
+)
+async def test_non_retryable_api_error_ends_at_once(
+    api: respx.MockRouter,
+    response: httpx.Response,
+    fragment: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    route = api.get(STATUS_URL).mock(return_value=response)
+    caplog.set_level(logging.DEBUG)
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-7", poll_interval=0.01, timeout=30))
+
+    assert len(events) == 1
+    assert events[0]["status"] == "error"
+    assert events[0]["reason"] == "api_error"
+    assert fragment in events[0]["message"]
+    assert route.call_count == 1
+    assert API_KEY not in json.dumps(events)
+    logged = caplog.text + capsys.readouterr().out
+    assert "refused" in logged
+    assert API_KEY not in logged
+
+
+async def test_unknown_status_keeps_polling(api: respx.MockRouter) -> None:
+    route = api.get(STATUS_URL).mock(
+        side_effect=[status("task-8", "Expired"), status("task-8", "Success", urls=[SUCCESS_URL])]
+    )
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-8", poll_interval=0.01, timeout=30))
+
+    assert [event["status"] for event in events] == ["success"]
+    assert route.call_count == 2
+
+
+async def test_an_unexpected_error_still_ends_in_exactly_one_event(
+    kling_conn: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: object, task_id: str, **kwargs: Any) -> None:
+        raise RuntimeError("surprise")
+
+    monkeypatch.setattr("airflow_provider_kling.hooks.kling.KlingHook.aget_task", broken)
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-9", poll_interval=0.01, timeout=30))
+
+    assert [(event["reason"], event["message"]) for event in events] == [
+        ("api_error", "RuntimeError: surprise")
+    ]
+
+
+async def test_status_changes_are_logged_once_each_with_the_elapsed_time(
+    api: respx.MockRouter, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.get(STATUS_URL).mock(
+        side_effect=[
+            status("task-10", "Pending"),
+            status("task-10", "Pending"),
+            status("task-10", "Running"),
+            status("task-10", "Running"),
+            status("task-10", "Success", urls=[SUCCESS_URL]),
+        ]
+    )
+    caplog.set_level(logging.INFO)
+
+    await events_of(KlingTaskTrigger(kling_task_id="task-10", poll_interval=0.01, timeout=30))
+
+    logged = caplog.text + capsys.readouterr().out
+    story = [line for line in logged.splitlines() if "task-10 is" in line]
+    assert [line.split(" is ")[1].split(" after ")[0] for line in story] == ["Pending", "Running", "Success"]
+    assert all("s of waiting" in line for line in story)
+
+
+def test_finished_task_from_a_success_event_is_the_as_result_dict() -> None:
+    event = {
+        "status": "success",
+        "kling_task_id": "t",
+        "urls": [SUCCESS_URL],
+        "usage_seconds": 5,
+        "submit_time": 1,
+        "finish_time": 2,
+    }
+
+    assert finished_task_from_event(event) == {
+        "kling_task_id": "t",
+        "status": "Success",
+        "urls": [SUCCESS_URL],
+        "usage_seconds": 5,
+        "submit_time": 1,
+        "finish_time": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "error", "match"),
+    [
+        (
+            {"status": "failure", "kling_task_id": "t", "message": "nsfw"},
+            KlingTaskFailedError,
+            "t failed: nsfw",
+        ),
+        (
+            {
+                "status": "error",
+                "kling_task_id": "t",
+                "reason": "timeout",
+                "timeout": 9.0,
+                "last_status": "Running",
+            },
+            KlingTaskTimeoutError,
+            r"within 9 s \(last status Running\)",
+        ),
+        (
+            {"status": "error", "kling_task_id": "t", "reason": "api_error", "message": "HTTP 401"},
+            KlingError,
+            "401",
+        ),
+        ({"status": "weird"}, KlingError, "Unexpected event"),
+    ],
+    ids=["failure", "timeout", "api_error", "unknown"],
+)
+def test_finished_task_from_other_events_raises(
+    event: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        finished_task_from_event(event)
+
+
+# -- against the simulator (real HTTP on 127.0.0.1) ---------------------------------------------------------
+
+
+def submit_tasks(simulator: KlingSimulator, count: int) -> list[str]:
+    with KlingHook() as hook:
+        return [hook.submit_task(TEXT_TO_VIDEO) for _ in range(count)]
+
+
+TEXT_TO_VIDEO = {
+    "model": "kling-v3-omni",
+    "input": {"prompt": "a lighthouse"},
+    "parameters": {"aspect_ratio": "16:9"},
+}
+
+
+async def test_simulator_success_event(kling_simulator: KlingSimulator, kling_connection: str) -> None:
+    [task_id] = submit_tasks(kling_simulator, 1)
+
+    events = await events_of(KlingTaskTrigger(kling_task_id=task_id, poll_interval=0.05, timeout=30))
+
+    [event] = events
+    assert event["status"] == "success"
+    assert event["kling_task_id"] == task_id
+    assert event["urls"] == list(kling_simulator.get_task(task_id).urls)
+    assert event["usage_seconds"] == 5
+    assert event["finish_time"] >= event["submit_time"]
+    assert kling_simulator.api_key not in json.dumps(events)
+
+
+async def test_simulator_failure_event_carries_the_vendor_message(
+    kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    kling_simulator.fail_next_tasks(1, message="R0 simulated: the model refused the prompt")
+    [task_id] = submit_tasks(kling_simulator, 1)
+
+    events = await events_of(KlingTaskTrigger(kling_task_id=task_id, poll_interval=0.05, timeout=30))
+
+    assert [(event["status"], event["message"]) for event in events] == [
+        ("failure", "R0 simulated: the model refused the prompt")
+    ]
+
+
+async def test_simulator_timeout_event(kling_simulator: KlingSimulator, kling_connection: str) -> None:
+    kling_simulator.task_seconds = 600
+    [task_id] = submit_tasks(kling_simulator, 1)
+
+    events = await events_of(KlingTaskTrigger(kling_task_id=task_id, poll_interval=0.05, timeout=0.2))
+
+    assert [(event["status"], event["reason"]) for event in events] == [("error", "timeout")]
+    assert events[0]["last_status"] in ("Pending", "Running")
+    assert 2 <= kling_simulator.requests["status"] <= 10
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("server_error", {"status": 503}),
+        ("reset", {}),
+        ("html_error", {}),
+        ("rate_limit", {"retry_after": 0}),
+    ],
+)
+async def test_simulator_outage_is_ridden_out(
+    kling_simulator: KlingSimulator, monkeypatch: pytest.MonkeyPatch, kind: str, options: dict[str, Any]
+) -> None:
+    # No hook retries: the trigger itself must keep polling through the outage.
+    conn = {"conn_type": "kling", "host": kling_simulator.base_url, "password": kling_simulator.api_key}
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps({**conn, "extra": {"max_retries": 0}}))
+    [task_id] = submit_tasks(kling_simulator, 1)
+    kling_simulator.inject_fault("status", kind, times=4, **options)  # type: ignore[arg-type]
+
+    events = await events_of(KlingTaskTrigger(kling_task_id=task_id, poll_interval=0.05, timeout=30))
+
+    assert [event["status"] for event in events] == ["success"]
+    assert kling_simulator.stats()["faults_fired"] == {f"status:{kind}": 4}
+
+
+async def test_simulator_wrong_key_is_an_api_error(
+    kling_simulator: KlingSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = {"conn_type": "kling", "host": kling_simulator.base_url, "password": "sk-wrong-key-0123456789"}
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(conn))
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="no-such-task", poll_interval=0.05, timeout=30))
+
+    assert [(event["status"], event["reason"]) for event in events] == [("error", "api_error")]
+    assert "401" in events[0]["message"]
+    assert "sk-wrong-key-0123456789" not in json.dumps(events)
+
+
+class BlockingCallCounter:
+    """Counts calls of blocking functions made on the event loop's thread (where none may happen)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, loop_thread: int) -> None:
+        self.calls: Counter[str] = Counter()
+        self.loop_thread = loop_thread
+        targets = {
+            "time.sleep": (time, "sleep"),
+            "KlingHook.get_connection": (KlingHook, "get_connection"),
+            "KlingHook.get_conn": (KlingHook, "get_conn"),
+            "KlingHook.get_task": (KlingHook, "get_task"),
+            "httpx.Client.send": (httpx.Client, "send"),
+            "socket.getaddrinfo": (socket, "getaddrinfo"),
+            "socket.create_connection": (socket, "create_connection"),
+        }
+        for name, (owner, attribute) in targets.items():
+            monkeypatch.setattr(owner, attribute, self._counting(name, getattr(owner, attribute)))
+
+    def _counting(self, name: str, function: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == self.loop_thread:
+                self.calls[name] += 1
+            return function(*args, **kwargs)
+
+        return counted
+
+
+async def test_500_triggers_share_one_pool_and_never_block_the_loop(
+    kling_simulator: KlingSimulator, kling_connection: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count, polls_each = 500, 2
+    kling_simulator.task_seconds = 3600  # the test finishes the tasks by moving the simulator's clock
+    task_ids = submit_tasks(kling_simulator, count)
+    clients: list[httpx.AsyncClient] = []
+    original_init = httpx.AsyncClient.__init__
+
+    def counting_init(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+        clients.append(self)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting_init)
+    blocking = BlockingCallCounter(monkeypatch, threading.get_ident())
+    watchdog = LoopStallWatchdog(stall_seconds=1.0)
+    triggers = [
+        KlingTaskTrigger(kling_task_id=task_id, poll_interval=0.2, timeout=120) for task_id in task_ids
+    ]
+    connections_before = kling_simulator.stats()["connections"]["total"]
+
+    async def finish_tasks_after_polls() -> None:
+        while kling_simulator.requests["status"] < polls_each * count:  # noqa: ASYNC110 - another thread counts
+            await asyncio.sleep(0.05)
+        kling_simulator.advance_time(7200)
+
+    async with watchdog:
+        results, _ = await asyncio.wait_for(
+            asyncio.gather(
+                asyncio.gather(*(events_of(trigger) for trigger in triggers)), finish_tasks_after_polls()
+            ),
+            timeout=120,
+        )
+
+    assert [len(events) for events in results] == [1] * count
+    assert {events[0]["status"] for events in results} == {"success"}
+    assert sorted(events[0]["kling_task_id"] for events in results) == sorted(task_ids)
+    assert len(clients) == 1, "every trigger on the loop must share one httpx.AsyncClient"
+    stats = kling_simulator.stats()
+    status_requests = stats["requests"]["status"]
+    connections = stats["connections"]["total"] - connections_before
+    assert status_requests >= (polls_each + 1) * count
+    # One bounded pool: at most as many connections as status queries in flight, each reused many times.
+    assert connections <= MAX_CONCURRENT_STATUS_QUERIES
+    assert connections * 20 <= status_requests
+    assert dict(blocking.calls) == {}
+    assert watchdog.ticks > 10
+    assert watchdog.stalls == []
+
+
+class LoopStallWatchdog:
+    """Ticks every 50 ms on the loop and records any gap longer than ``stall_seconds``: a blocked loop."""
+
+    def __init__(self, *, stall_seconds: float) -> None:
+        self.stall_seconds = stall_seconds
+        self.ticks = 0
+        self.stalls: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.05)
+            self.ticks += 1
+            if (gap := loop.time() - before) > self.stall_seconds:
+                self.stalls.append(gap)
+
+    async def __aenter__(self) -> LoopStallWatchdog:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
