@@ -5,10 +5,14 @@ At import (before any test module imports Airflow) this points Airflow at a thro
 read or write a developer's real ``~/airflow``:
 
 * ``AIRFLOW_HOME``: a fresh temporary directory, removed at exit (kept if already set in the environment);
-* ``AIRFLOW__CORE__LOAD_EXAMPLES=False``: no example DAGs;
-* ``AIRFLOW__CORE__UNIT_TEST_MODE=True``: Airflow 3.3 then loads its ``unit_tests.cfg`` (random Fernet
-  and JWT keys, SQLite in the home) and lets a test call an operator's ``execute()`` directly (outside the
-  task runner ``ExecutorSafeguard`` otherwise refuses).
+* ``AIRFLOW__CORE__LOAD_EXAMPLES=False``: no example DAGs.
+
+``AIRFLOW__CORE__UNIT_TEST_MODE`` is deliberately not set. In Airflow 3.3 it swaps in ``unit_tests.cfg``
+(a random Fernet key per process, so processes cannot read each other's encrypted connections) and logs
+"Unit test configuration loaded" to stdout in every process that inherits it, which breaks parsing the
+output of ``airflow ... -o json`` run by tests. What it would allow, calling an operator's ``execute()``
+outside the task runner, already works: ``allow_nested_operators`` defaults to ``True``, so Airflow only
+logs a warning.
 
 Fixtures:
 
@@ -31,7 +35,6 @@ if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = _airflow_home
     atexit.register(shutil.rmtree, _airflow_home, ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
 import json
 from typing import TYPE_CHECKING

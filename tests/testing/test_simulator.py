@@ -1097,7 +1097,7 @@ def test_airflow_home_is_a_throwaway_directory() -> None:
     assert os.environ["AIRFLOW_HOME"] == AIRFLOW_HOME
     assert Path(AIRFLOW_HOME).resolve() != (Path.home() / "airflow").resolve()
     assert conf.getboolean("core", "load_examples") is False
-    assert conf.getboolean("core", "unit_test_mode") is True
+    assert conf.getboolean("core", "unit_test_mode") is False
 
 
 def test_kling_connection_points_at_the_simulator(
