@@ -8,7 +8,8 @@ A local stand-in for the ModelVerse task API (``https://api.modelverse.cn``) ser
     with KlingSimulator(api_key="sim-key", task_seconds=2.0) as sim:
         ...  # point a "kling" connection at sim.base_url with password "sim-key"
 
-or, from the command line, ``kling-simulator --port 8089 --api-key sim-key --task-seconds 5``.
+or, from the command line, ``kling-simulator --port 8089 --api-key sim-key --task-seconds 5`` (also
+``python -m airflow_provider_kling.testing ...``).
 
 The API, as ``shared/spec/kling-v3-omni-api.md`` documents it:
 
@@ -1418,7 +1419,8 @@ class KlingSimulator:
         Make the next ``times`` requests to an endpoint fail; faults on one endpoint fire in order.
 
         A fault fires before the key is checked, as a gateway's would; ``after_create=True`` (submit only)
-        first creates (and bills) the task, then fails, so a test can check a client never pays twice.
+        first creates (and bills) the task, then fails, so a test can check a client never pays twice (if
+        the submit is refused, for a bad key or body, the refusal is answered and the fault is used up).
 
         ========================  =================================================  =========================
         kind                      what the client gets                               options (default)
@@ -1594,7 +1596,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.wait(0.5):
             pass
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1069,6 +1069,19 @@ def test_cli_refuses_bad_settings() -> None:
     assert "task_seconds" in result.stderr
 
 
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_kling.testing", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: kling-simulator")
+    assert result.stderr == ""
+
+
 def test_admin_api_from_another_process(sim: KlingSimulator, api: httpx.Client) -> None:
     script = textwrap.dedent(
         f"""
