@@ -87,7 +87,7 @@ from airflow_provider_kling.constants import (
     VENDOR_CODE_RESPONSE_ERROR,
     VENDOR_CODE_TASK_CREATION_ERROR,
 )
-from airflow_provider_kling.models import KlingVideoRequest, ReferType, TaskStatus
+from airflow_provider_kling.models import DEFAULT_DURATION, KlingVideoRequest, TaskStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -101,9 +101,9 @@ DEFAULT_API_KEY: Final = "sim-key"
 DEFAULT_CLI_PORT: Final = 8089
 #: How long result URLs stay valid by default, in seconds (the vendor's sibling APIs keep them 24 h).
 DEFAULT_RESULT_TTL_SECONDS: Final = RESULT_URL_TTL_HOURS * 3600.0
-#: ``usage.duration`` when the request sets no ``duration``, and for a video edit (``refer_type: base``),
-#: whose real length is the input video's: the simulator does not download it and bills 5 s.
-DEFAULT_USAGE_SECONDS: Final = 5
+#: ``usage.duration`` of a video edit (``refer_type: base``), whose real length is the input video's: the
+#: simulator does not download it and bills the API's default duration.
+EDIT_USAGE_SECONDS: Final = DEFAULT_DURATION
 #: The aspect ratio of the result of an edit, which may leave ``aspect_ratio`` out (R4).
 DEFAULT_ASPECT_RATIO: Final = "16:9"
 #: The committed result videos (``media/``), by aspect ratio: 2 s, 24 fps, H.264 (see
@@ -502,11 +502,8 @@ def _unreadable_input(body: Mapping[str, Any]) -> str | None:
 
 
 def _usage_seconds(request: KlingVideoRequest) -> int:
-    parameters = request.parameters
-    videos = parameters.video_list or []
-    if any(video.refer_type in (None, ReferType.BASE) for video in videos):
-        return DEFAULT_USAGE_SECONDS
-    return parameters.duration or DEFAULT_USAGE_SECONDS
+    duration = request.effective_duration  # None for an edit: the input video's length
+    return EDIT_USAGE_SECONDS if duration is None else duration
 
 
 class _State:
