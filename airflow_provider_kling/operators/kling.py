@@ -1,0 +1,553 @@
+"""
+The submit operator: generate a video with Kling V3 Omni from a DAG, without ever paying twice.
+
+:class:`KlingSubmitVideoOperator` validates the request (rules R1..R22 of the API) before any HTTP call,
+submits one task, and either returns its id or waits for it (in the triggerer by default) and returns
+the finished-task dict. Every submitted task is billed, so the operator records the task's id in the
+task instance's ``task_state_store`` right after the submit: a later try of the same task instance
+reattaches to that task instead of paying for a new one (see :class:`KlingTaskLedger`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+from pydantic import BaseModel, ValidationError
+
+from airflow_provider_kling.constants import DEFAULT_CONN_ID, RESULT_URL_TTL_HOURS
+from airflow_provider_kling.exceptions import (
+    KlingError,
+    KlingSubmitUncertainError,
+    KlingTaskFailedError,
+)
+from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink, result_url_is_valid
+from airflow_provider_kling.models import (
+    MAX_EXTERNAL_TASK_ID_LENGTH,
+    KlingTask,
+    KlingVideoRequest,
+    TaskStatus,
+)
+from airflow_provider_kling.triggers.kling import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    KlingTaskTrigger,
+    finished_task_from_event,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.execution_time.context import TaskStateStoreAccessor
+    from airflow.sdk.types import Logger
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+#: The request fields an operator takes as keyword arguments (the names of ``KlingVideoRequest.build``).
+REQUEST_FIELDS: Final = (
+    "prompt",
+    "negative_prompt",
+    "mode",
+    "aspect_ratio",
+    "duration",
+    "sound",
+    "multi_shot",
+    "shot_type",
+    "multi_prompt",
+    "image_list",
+    "video_list",
+    "watermark_enabled",
+    "external_task_id",
+)
+
+#: Characters a derived ``external_task_id`` may not hold.
+_EXTERNAL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_HASH_CHARS = 16
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+_RULE_ID = re.compile(r"^(R\d+|spec)\b")
+
+
+def default_external_task_id(
+    *, dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int
+) -> str:
+    """
+    Derive the ``external_task_id`` that traces a paid Kling task back to its Airflow task instance try.
+
+    The id holds only ``[A-Za-z0-9_-]`` and at most 64 characters: ``<dag>-<run>-<task>[-m<map>]-t<try>``
+    when that fits; otherwise ``<dag>-<task>`` (cut to fit), the map index, the try, and a 64-bit hash of
+    every part (the run id included), so two task instance tries never share an id.
+
+    :param dag_id: the DAG id.
+    :param run_id: the DAG run id.
+    :param task_id: the task id.
+    :param map_index: the map index (``-1`` or ``None`` for an unmapped task).
+    :param try_number: the try number.
+    """
+    mapped = f"-m{map_index}" if map_index is not None and map_index >= 0 else ""
+    readable = _EXTERNAL_ID_UNSAFE.sub("_", f"{dag_id}-{run_id}-{task_id}{mapped}-t{try_number}")
+    if len(readable) <= MAX_EXTERNAL_TASK_ID_LENGTH:
+        return readable
+    parts = "\x00".join((dag_id, run_id, task_id, str(map_index), str(try_number)))
+    digest = hashlib.sha256(parts.encode()).hexdigest()[:_HASH_CHARS]
+    tail = f"{mapped}-t{try_number}-{digest}"
+    head = _EXTERNAL_ID_UNSAFE.sub("_", f"{dag_id}-{task_id}")[: MAX_EXTERNAL_TASK_ID_LENGTH - len(tail)]
+    return head + tail
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """
+    Render a request's validation error as one line per problem, each starting with its rule ID.
+
+    :param error: what ``KlingVideoRequest`` raised.
+    """
+    lines = []
+    for item in error.errors():
+        message = str(item.get("msg", "")).removeprefix("Value error, ")
+        if not _RULE_ID.match(message):
+            location = ".".join(str(part) for part in item.get("loc", ()))
+            message = f"{location}: {message}" if location else message
+        lines.append(message)
+    return "; ".join(lines) or str(error)
+
+
+def is_static(value: Any) -> bool:
+    """
+    Whether a DAG-file value is final as written: plain JSON-like data with no Jinja in it.
+
+    Static values are validated when the DAG is parsed; templates, XCom references and other lazy
+    values only after rendering.
+
+    :param value: an operator argument.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    if isinstance(value, str):
+        return not any(marker in value for marker in _TEMPLATE_MARKERS)
+    if isinstance(value, Mapping):
+        return all(isinstance(key, str) and is_static(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return all(is_static(item) for item in value)
+    return False
+
+
+def _seconds(value: timedelta | float, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    return seconds
+
+
+class KlingTaskLedger:
+    """
+    The submit operator's record of the Kling task it paid for, kept in ``context["task_state_store"]``.
+
+    The store (Airflow 3.3+) belongs to the task instance and survives its retries (XComs do not), so a
+    retry finds the task an earlier try submitted. The record is one key, :attr:`KEY`, whose value is
+    ``{"kling_task_id": <id or None>, "external_task_id": <id or None>}``:
+
+    * written with ``kling_task_id: None`` just before the submit request, and with the id right after it
+      returns, before anything else can fail;
+    * a record without a task id means a submit was started and never confirmed (the worker died during
+      it, or it raised :class:`KlingSubmitUncertainError`): a task may exist and be billed, so no later
+      try submits again until a person resolves it;
+    * forgotten when the Airflow task succeeds, so clearing a finished task generates a new video (a retry
+      reuses; a clear regenerates).
+
+    Where the store does not exist (Airflow < 3.3) the ledger logs one warning and remembers nothing.
+
+    :param store: the task instance's ``task_state_store``, or ``None``.
+    """
+
+    KEY: ClassVar[str] = "kling_task"
+
+    def __init__(self, store: TaskStateStoreAccessor | None) -> None:
+        self.store = store
+
+    @classmethod
+    def open(cls, context: Context, log: Logger | Any) -> KlingTaskLedger:
+        """
+        Open the ledger of the running task instance.
+
+        :param context: the task's context.
+        :param log: where to warn when the store is missing.
+        """
+        store = context.get("task_state_store")
+        if store is None:
+            log.warning(
+                "No task_state_store in the task context (Airflow < 3.3): a retry of this task cannot "
+                "find the Kling task an earlier try submitted, and will submit (and pay for) a new one."
+            )
+        return cls(store)
+
+    def recall(self) -> tuple[str | None, str | None] | None:
+        """Return ``(kling_task_id, external_task_id)`` of the recorded submit, or ``None`` if none."""
+        if self.store is None:
+            return None
+        value = self.store.get(self.KEY)
+        if isinstance(value, str) and value:
+            return value, None
+        if isinstance(value, dict):
+            kling_task_id = value.get("kling_task_id")
+            external_task_id = value.get("external_task_id")
+            return (
+                str(kling_task_id) if kling_task_id else None,
+                str(external_task_id) if external_task_id else None,
+            )
+        return None
+
+    def begin_submit(self, external_task_id: str | None) -> None:
+        """
+        Record that a submit is about to be sent.
+
+        :param external_task_id: the request's ``external_task_id``.
+        """
+        if self.store is not None:
+            self.store.set(self.KEY, {"kling_task_id": None, "external_task_id": external_task_id})
+
+    def record(self, kling_task_id: str, external_task_id: str | None) -> None:
+        """
+        Record the task a submit created.
+
+        :param kling_task_id: the API's task id.
+        :param external_task_id: the request's ``external_task_id``.
+        """
+        if self.store is not None:
+            self.store.set(self.KEY, {"kling_task_id": kling_task_id, "external_task_id": external_task_id})
+
+    def forget(self) -> None:
+        """Drop the record: the next run of this task instance (a clear) submits a new task."""
+        if self.store is not None:
+            self.store.delete(self.KEY)
+
+
+def unconfirmed_submit_message(context: Context, external_task_id: str | None) -> str:
+    """
+    Explain how to resolve a submit that an earlier try started and never confirmed.
+
+    :param context: the task's context.
+    :param external_task_id: the ``external_task_id`` the submit carried.
+    """
+    ti = context["ti"]
+    path = (
+        f"/api/v2/dags/{ti.dag_id}/dagRuns/{ti.run_id}/taskInstances/{ti.task_id}/state-store/"
+        f"{KlingTaskLedger.KEY}?map_index={ti.map_index if ti.map_index is not None else -1}"
+    )
+    lookup = f"external_task_id {external_task_id!r}" if external_task_id else "this task's time"
+    return (
+        "An earlier try of this task instance started a Kling submit that was never confirmed, so a task "
+        "may exist and be billed. Not submitting again. Look it up in the ModelVerse console by "
+        f"{lookup}, then either record its task id to wait for it (set the state-store key "
+        f'{KlingTaskLedger.KEY!r} to {{"kling_task_id": "<id>"}}) or delete that key to submit afresh '
+        f"(task instance > Task State Store in the UI, or PUT/DELETE {path}), and clear this task."
+    )
+
+
+class KlingSubmitVideoOperator(BaseOperator):
+    """
+    Submit a Kling V3 Omni video task; optionally wait for it (in the triggerer by default).
+
+    The request is given either as keyword arguments (``prompt``, ``aspect_ratio``, ...) or whole, as
+    ``request`` (a body dict or a :class:`KlingVideoRequest`). It is validated against rules R1..R22
+    before any HTTP call: when the DAG file is parsed if every value is static, and always again after
+    templates are rendered (an invalid request then fails the task without retries, and costs nothing).
+    ``s3://`` inputs are turned into URLs the API can fetch just before the submit.
+
+    Without waiting the operator returns the Kling task id (XCom ``return_value``) for a
+    :class:`KlingTaskSensor`. With ``wait_for_completion=True`` it returns the finished-task dict
+    ``{"kling_task_id", "status", "urls", "usage_seconds", "submit_time", "finish_time"}`` and raises
+    :class:`KlingTaskFailedError` with the vendor's message if the task fails. Waiting defers to
+    :class:`KlingTaskTrigger` by default (``deferrable=True``): a video takes minutes, and polling it from
+    a worker slot would hold that slot idle the whole time.
+
+    **Never paying twice.** Every submitted task is billed. The operator records the task id in the task
+    instance's ``task_state_store`` (Airflow 3.3+) right after the submit; a retry (after a worker crash, a
+    triggerer error, a timeout...) reattaches to that task (Pending/Running: waits for it; Success: uses
+    it) and submits afresh only if it failed. The record is dropped when the Airflow task succeeds, so
+    clearing a finished task generates a new video. A submit that ended ambiguously
+    (:class:`KlingSubmitUncertainError`, or a worker that died during it) is never resent blindly: later
+    tries fail with instructions until the task is looked up. Each submit carries an ``external_task_id``
+    (by default derived from the DAG, run, task, map index and try) to find it in the vendor's console.
+
+    :param prompt: the text prompt (R1, R2; may reference ``<<<image_N>>>``/``<<<video_N>>>``, R12).
+    :param negative_prompt: what to avoid (R2).
+    :param mode: ``std`` (720p) or ``pro`` (1080p) (R13).
+    :param aspect_ratio: ``16:9``, ``9:16`` or ``1:1`` (R4).
+    :param duration: seconds, 3 to 15 (R5).
+    :param sound: ``on`` or ``off`` (R6).
+    :param multi_shot: whether ``multi_prompt`` describes the shots (R3, R7, R8).
+    :param shot_type: ``customize`` for multi-shot videos (R7).
+    :param multi_prompt: the shots, ``[{"index", "prompt", "duration"}]`` (R8..R11).
+    :param image_list: reference images, ``[{"image_url", "type"}]`` (URL, ``s3://`` or bare base64;
+        R14..R19).
+    :param video_list: at most one reference video, ``[{"video_url", "refer_type",
+        "keep_original_sound"}]`` (R20..R22).
+    :param watermark_enabled: whether the result carries a watermark.
+    :param external_task_id: your own id for the task (wins over the derived default; must be unique).
+    :param request: the whole request instead of the keyword arguments above (``external_task_id`` may
+        still be given as a keyword).
+    :param kling_conn_id: the Airflow connection of the ModelVerse API.
+    :param aws_conn_id: the AWS connection used to read ``s3://`` inputs.
+    :param wait_for_completion: whether to wait for the task and return the finished-task dict.
+    :param poll_interval: seconds between two status queries while waiting.
+    :param timeout: seconds the whole wait may take (enforced by the trigger itself too).
+    :param deferrable: wait in the triggerer (``True``, the default) rather than on the worker.
+    """
+
+    template_fields: Sequence[str] = ("kling_conn_id", "aws_conn_id", "request", *REQUEST_FIELDS)
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "request": "json",
+        "multi_prompt": "json",
+        "image_list": "json",
+        "video_list": "json",
+    }
+    ui_color = "#f0e4ff"
+    operator_extra_links = (KlingVideoLink(), KlingTaskStatusLink())
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        mode: str | None = None,
+        aspect_ratio: str | None = None,
+        duration: int | str | None = None,
+        sound: str | None = None,
+        multi_shot: bool | str | None = None,
+        shot_type: str | None = None,
+        multi_prompt: list[dict[str, Any]] | str | None = None,
+        image_list: list[dict[str, Any]] | str | None = None,
+        video_list: list[dict[str, Any]] | str | None = None,
+        watermark_enabled: bool | str | None = None,
+        external_task_id: str | None = None,
+        request: dict[str, Any] | KlingVideoRequest | None = None,
+        kling_conn_id: str = DEFAULT_CONN_ID,
+        aws_conn_id: str | None = "aws_default",
+        wait_for_completion: bool = False,
+        poll_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
+        timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.mode = mode
+        self.aspect_ratio = aspect_ratio
+        self.duration = duration
+        self.sound = sound
+        self.multi_shot = multi_shot
+        self.shot_type = shot_type
+        self.multi_prompt = multi_prompt
+        self.image_list = image_list
+        self.video_list = video_list
+        self.watermark_enabled = watermark_enabled
+        self.external_task_id = external_task_id
+        self.request = request.to_api_body() if isinstance(request, BaseModel) else request
+        self.kling_conn_id = kling_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = _seconds(poll_interval, "poll_interval")
+        if self.poll_interval == 0:
+            raise ValueError("poll_interval must be positive")
+        self.timeout = _seconds(timeout, "timeout")
+        self.deferrable = deferrable
+        #: The Kling task this run follows and, once it succeeded, its finished-task dict (for the links).
+        self.kling_task_id: str | None = None
+        self.kling_result: dict[str, Any] | None = None
+
+        given = [
+            name for name in REQUEST_FIELDS if name != "external_task_id" and getattr(self, name) is not None
+        ]
+        if self.request is not None and given:
+            raise ValueError(
+                f"Task {self.task_id!r}: give the request either as `request` or as keyword arguments, "
+                f"not both (got `request` and {', '.join(given)})"
+            )
+        if all(is_static(getattr(self, name)) for name in ("request", *REQUEST_FIELDS)):
+            self._validate_request(self.build_request(), at_parse_time=True)
+
+    @cached_property
+    def hook(self) -> KlingHook:
+        """The hook of ``kling_conn_id``."""
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        return KlingHook(kling_conn_id=self.kling_conn_id)
+
+    def build_request(self) -> KlingVideoRequest | ValidationError:
+        """Build the request from the (rendered) arguments; return the validation error instead of raising."""
+        try:
+            if self.request is not None:
+                if not isinstance(self.request, Mapping):
+                    raise TypeError(
+                        f"`request` must be a dict or a KlingVideoRequest, got {type(self.request).__name__} "
+                        "(a templated request needs render_template_as_native_obj=True or an XComArg)"
+                    )
+                request = KlingVideoRequest.model_validate(dict(self.request))
+                if self.external_task_id:
+                    request = request.with_external_task_id(self.external_task_id)
+                return request
+            fields = {name: getattr(self, name) for name in REQUEST_FIELDS}
+            return KlingVideoRequest.build(
+                **{name: value for name, value in fields.items() if value is not None}
+            )
+        except ValidationError as error:
+            return error
+
+    def _validate_request(
+        self, request: KlingVideoRequest | ValidationError, *, at_parse_time: bool = False
+    ) -> KlingVideoRequest:
+        if isinstance(request, KlingVideoRequest):
+            return request
+        message = f"Task {self.task_id!r}: invalid Kling request: {describe_validation_error(request)}"
+        if at_parse_time:
+            raise ValueError(message) from request
+        # Rendering is deterministic: retrying the same request cannot help, and nothing was spent.
+        raise AirflowFailException(message) from request
+
+    def execute(self, context: Context) -> str | dict[str, Any]:
+        """Reattach to the task an earlier try paid for, or submit one; then wait for it if asked to."""
+        request = self._with_default_external_task_id(self._validate_request(self.build_request()), context)
+        ledger = KlingTaskLedger.open(context, self.log)
+        earlier = self._earlier_task(ledger, context)
+        if earlier is not None and earlier.status == TaskStatus.SUCCESS:
+            return self._succeed(ledger, earlier)
+        if earlier is not None and not earlier.status.is_terminal:
+            self.kling_task_id = earlier.task_id
+        else:
+            self.kling_task_id = self._submit(request, ledger)
+        if not self.wait_for_completion:
+            ledger.forget()
+            return self.kling_task_id
+        if self.deferrable:
+            self._defer(self.kling_task_id)
+        task = self.hook.wait_for_task(
+            self.kling_task_id, poll_interval=self.poll_interval, timeout=self.timeout
+        )
+        return self._succeed(ledger, task)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """
+        Resume after :class:`KlingTaskTrigger` fired: return the finished-task dict, or raise.
+
+        :param context: the task's context.
+        :param event: the trigger's event payload.
+        """
+        self.kling_task_id = event.get("kling_task_id")
+        result = finished_task_from_event(event)
+        ledger = KlingTaskLedger.open(context, self.log)
+        ledger.forget()
+        self.kling_result = result
+        self._log_success(result)
+        return result
+
+    def _with_default_external_task_id(
+        self, request: KlingVideoRequest, context: Context
+    ) -> KlingVideoRequest:
+        if request.parameters.external_task_id:
+            return request
+        ti = context["ti"]
+        return request.with_external_task_id(
+            default_external_task_id(
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                map_index=ti.map_index,
+                try_number=ti.try_number,
+            )
+        )
+
+    def _earlier_task(self, ledger: KlingTaskLedger, context: Context) -> KlingTask | None:
+        """Return the task an earlier try submitted (reattach to it), or ``None`` when a submit is due."""
+        recalled = ledger.recall()
+        if recalled is None:
+            return None
+        kling_task_id, external_task_id = recalled
+        if kling_task_id is None:
+            raise AirflowFailException(unconfirmed_submit_message(context, external_task_id))
+        task = self.hook.get_task(kling_task_id)
+        if task.status == TaskStatus.FAILURE:
+            self.log.warning(
+                "Kling task %s of an earlier try failed (%s): submitting a new task",
+                kling_task_id,
+                task.error_message or "no error message given",
+            )
+            return None
+        self.log.info(
+            "Reattaching to Kling task %s of an earlier try: it is %s", kling_task_id, task.status.value
+        )
+        return task
+
+    def _submit(self, request: KlingVideoRequest, ledger: KlingTaskLedger) -> str:
+        if request.has_s3_inputs:
+            from airflow_provider_kling.s3_inputs import resolve_s3_inputs
+
+            request = resolve_s3_inputs(request, aws_conn_id=self.aws_conn_id)
+        external_task_id = request.parameters.external_task_id
+        ledger.begin_submit(external_task_id)
+        try:
+            kling_task_id = self.hook.submit_task(request)
+        except KlingSubmitUncertainError:
+            raise  # the record stays without a task id: no later try resends blindly
+        except KlingError:
+            ledger.forget()  # the hook proved that no task was created
+            raise
+        ledger.record(kling_task_id, external_task_id)
+        self.log.info(
+            "Recorded Kling task %s (external_task_id %s): a retry of this task reattaches to it",
+            kling_task_id,
+            external_task_id,
+        )
+        return kling_task_id
+
+    def _defer(self, kling_task_id: str) -> None:
+        self.log.info(
+            "Waiting for Kling task %s in the triggerer: a status query every %g s, for up to %g s",
+            kling_task_id,
+            self.poll_interval,
+            self.timeout,
+        )
+        self.defer(
+            trigger=KlingTaskTrigger(
+                kling_task_id=kling_task_id,
+                kling_conn_id=self.kling_conn_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+            ),
+            method_name="execute_complete",
+            # A backstop only: the trigger ends the wait itself, with a clearer event, at `timeout`.
+            timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poll_interval)),
+        )
+
+    def _succeed(self, ledger: KlingTaskLedger, task: KlingTask) -> str | dict[str, Any]:
+        if task.status == TaskStatus.FAILURE:
+            raise KlingTaskFailedError(task.task_id, task.error_message)
+        self.kling_task_id = task.task_id
+        ledger.forget()
+        if not self.wait_for_completion:
+            return task.task_id
+        result = task.as_result()
+        self.kling_result = result
+        self._log_success(result)
+        return result
+
+    def _log_success(self, result: dict[str, Any]) -> None:
+        submit_time, finish_time = result.get("submit_time"), result.get("finish_time")
+        took = f" in {finish_time - submit_time} s" if submit_time and finish_time else ""
+        self.log.info(
+            "Kling task %s succeeded%s: %d video(s), %s s billed",
+            result["kling_task_id"],
+            took,
+            len(result.get("urls") or []),
+            result.get("usage_seconds"),
+        )
+        if not result_url_is_valid(result):
+            self.log.warning(
+                "The result URLs of Kling task %s have expired (they last about %d hours)",
+                result["kling_task_id"],
+                RESULT_URL_TTL_HOURS,
+            )
