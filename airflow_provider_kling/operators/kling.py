@@ -27,6 +27,7 @@ from airflow_provider_kling.exceptions import (
     KlingSubmitUncertainError,
     KlingTaskFailedError,
 )
+from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink, result_url_is_valid
 from airflow_provider_kling.models import (
     MAX_EXTERNAL_TASK_ID_LENGTH,
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor
     from airflow.sdk.types import Logger
-
-    from airflow_provider_kling.hooks.kling import KlingHook
 
 #: The request fields an operator takes as keyword arguments (the names of ``KlingVideoRequest.build``).
 REQUEST_FIELDS: Final = (
@@ -374,8 +373,6 @@ class KlingSubmitVideoOperator(BaseOperator):
     @cached_property
     def hook(self) -> KlingHook:
         """The hook of ``kling_conn_id``."""
-        from airflow_provider_kling.hooks.kling import KlingHook
-
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def build_request(self) -> KlingVideoRequest | ValidationError:

@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID
 from airflow_provider_kling.exceptions import KlingError, KlingTaskFailedError, KlingTaskTimeoutError
+from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
 from airflow_provider_kling.models import TaskStatus
 from airflow_provider_kling.triggers.kling import (
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context
-
-    from airflow_provider_kling.hooks.kling import KlingHook
 
 
 class KlingTaskSensor(BaseSensorOperator):
@@ -79,8 +78,6 @@ class KlingTaskSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> KlingHook:
         """The hook of ``kling_conn_id``."""
-        from airflow_provider_kling.hooks.kling import KlingHook
-
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def execute(self, context: Context) -> Any:

@@ -23,13 +23,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID
 from airflow_provider_kling.exceptions import KlingError, KlingTaskFailedError, KlingTaskTimeoutError
+from airflow_provider_kling.hooks._clients import ASYNC_LIMITS
 from airflow_provider_kling.hooks._retry import Decision, decide
+from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingTask, TaskStatus
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-    from airflow_provider_kling.hooks.kling import KlingHook
 
 #: Default seconds between two status queries.
 DEFAULT_POLL_INTERVAL: Final = 30.0
@@ -61,8 +61,6 @@ def status_query_slots() -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
     slots = _query_slots.get(loop)
     if slots is None:
-        from airflow_provider_kling.hooks._clients import ASYNC_LIMITS
-
         pool = (
             MAX_CONCURRENT_STATUS_QUERIES,
             ASYNC_LIMITS.max_connections,
@@ -175,9 +173,8 @@ class KlingTaskTrigger(BaseTrigger):
         )
 
     def _hook(self) -> KlingHook:
-        # Imported here so that a DAG file importing the operators does not pay for the HTTP stack.
-        from airflow_provider_kling.hooks.kling import KlingHook
-
+        # Imported with this module, not here: the triggerer imports trigger classes on its event loop
+        # once ("loading the trigger class could be expensive"), so run() itself never imports.
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
