@@ -39,11 +39,40 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["ai", "service"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": INTEGRATION_NAME,
+                "python-modules": ["airflow_provider_kling.operators.kling"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": INTEGRATION_NAME,
+                "python-modules": ["airflow_provider_kling.sensors.kling"],
+            }
+        ],
         "hooks": [
             {
                 "integration-name": INTEGRATION_NAME,
                 "python-modules": ["airflow_provider_kling.hooks.kling"],
             }
+        ],
+        "triggers": [
+            {
+                "integration-name": INTEGRATION_NAME,
+                "python-modules": ["airflow_provider_kling.triggers.kling"],
+            }
+        ],
+        "transfers": [
+            {
+                "source-integration-name": INTEGRATION_NAME,
+                "target-integration-name": "Amazon Simple Storage Service (S3)",
+                "python-module": "airflow_provider_kling.transfers.kling_to_s3",
+            }
+        ],
+        "extra-links": [
+            "airflow_provider_kling.links.kling.KlingVideoLink",
+            "airflow_provider_kling.links.kling.KlingTaskStatusLink",
         ],
         "connection-types": [
             {

@@ -10,10 +10,10 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import airflow
 import jsonschema
 import pytest
 
-import airflow
 from airflow_provider_kling import __version__
 from airflow_provider_kling.get_provider_info import get_provider_info
 
@@ -49,8 +49,11 @@ def test_manifest_identity():
 
 
 def test_entry_point_registered():
-    (entry_point,) = [ep for ep in entry_points(group="apache_airflow_provider") if ep.name == "provider_info"
-                      and ep.value.startswith("airflow_provider_kling.")]
+    (entry_point,) = [
+        ep
+        for ep in entry_points(group="apache_airflow_provider")
+        if ep.name == "provider_info" and ep.value.startswith("airflow_provider_kling.")
+    ]
     assert entry_point.load() is get_provider_info
 
 
@@ -91,7 +94,9 @@ def test_airflow_cli_lists_and_gets_the_provider(tmp_path):
     packages = {row["package_name"]: row for row in json.loads(listed.stdout)}
     assert packages["airflow-provider-kling"]["version"] == __version__
 
-    got = _airflow_cli("providers", "get", "airflow-provider-kling", "--full", "--output", "json", tmp_path=tmp_path)
+    got = _airflow_cli(
+        "providers", "get", "airflow-provider-kling", "--full", "--output", "json", tmp_path=tmp_path
+    )
     assert got.returncode == 0, got.stderr[-2000:]
     assert "airflow-provider-kling" in got.stdout
     assert "Kling (ModelVerse)" in got.stdout
