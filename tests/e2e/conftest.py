@@ -1,0 +1,259 @@
+"""
+Fixtures of the end-to-end checks: the local simulator and S3 server, ``airflow dags test`` runs, ONE real
+Airflow for the whole package, and a headless Debian Chromium driven by Playwright.
+
+Every fixture that starts something is package-scoped and stops it when the last e2e test is done, so the
+real Airflow (about 1.2 GB of RSS with ``parallelism`` 2) does not keep running beside the unit tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+from airflow_stack import AirflowStack, HarnessError, RunOutcome, StackSettings  # noqa: E402
+from backends import Backends, list_objects, local_backends  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from playwright.sync_api import BrowserContext, Page
+
+    from airflow_provider_kling.testing import KlingSimulator
+
+TEXT_TO_VIDEO = "example_kling_text_to_video"
+CATALOG = "example_kling_video_catalog"
+#: Where screenshots go (git-ignored); CI keeps the directory as an artefact.
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
+#: The status query interval of the examples in these tests (the examples' default is 30 s).
+POLL_SECONDS = 1.0
+#: How long the simulated video of the real Airflow run takes: "forever", until the test moves the
+#: simulator's clock (see ``text_to_video_run``).
+HELD_TASK_SECONDS = 3600.0
+#: How long a simulated video takes under ``airflow dags test`` (the batch example waits for three).
+DAGS_TEST_TASK_SECONDS = 2.0
+#: How long the UI may take to show what a check waits for (pages load their data after ``networkidle``).
+UI_TIMEOUT_MS = 45_000
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+#: Chromium's flags (``--headless`` comes from ``headless=True``, the fresh ``--user-data-dir`` from
+#: ``launch_persistent_context``, which refuses it among the arguments).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _stack_settings(home: Path, backends: Backends, *, parallelism: int = 2) -> StackSettings:
+    return StackSettings(
+        home=home,
+        connections=backends.connections(),
+        variables=backends.variables,
+        pools={"kling": (2, True, "Concurrent Kling video tasks")},
+        parallelism=parallelism,
+        extra_env={"KLING_EXAMPLE_POLL_SECONDS": f"{POLL_SECONDS:g}"},
+    )
+
+
+@pytest.fixture(scope="package")
+def e2e_backends() -> Iterator[Backends]:
+    """The local simulator (in this process) and S3 server, with the examples' inputs in the bucket."""
+    with local_backends(task_seconds=DAGS_TEST_TASK_SECONDS) as backends:
+        yield backends
+
+
+@dataclass
+class DagsTestResult:
+    """One ``airflow dags test`` run: its output and the objects it added to the bucket."""
+
+    dag_id: str
+    returncode: int
+    output: str
+    new_objects: dict[str, int] = field(default_factory=dict)
+    submitted: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DagsTestRunner:
+    """Runs ``airflow dags test`` for the examples in one prepared ``AIRFLOW_HOME``, each DAG at most once."""
+
+    def __init__(self, stack: AirflowStack, backends: Backends) -> None:
+        self.stack = stack
+        self.backends = backends
+        self.results: dict[str, DagsTestResult] = {}
+
+    def run(self, dag_id: str, *, timeout: float = 600.0) -> DagsTestResult:
+        """Run (once) ``airflow dags test <dag_id>`` and return what it did."""
+        if dag_id in self.results:
+            return self.results[dag_id]
+        simulator = self.backends.simulator
+        assert simulator is not None
+        simulator.task_seconds = DAGS_TEST_TASK_SECONDS
+        before = dict(list_objects(self.backends.s3, self.backends.bucket))
+        submitted_before = len(simulator.submitted)
+        completed = self.stack.run_cli("dags", "test", dag_id, timeout=timeout, check=False)
+        after = dict(list_objects(self.backends.s3, self.backends.bucket))
+        result = DagsTestResult(
+            dag_id=dag_id,
+            returncode=completed.returncode,
+            output=completed.stdout + completed.stderr,
+            new_objects={uri: size for uri, size in after.items() if uri not in before},
+            submitted=list(simulator.submitted[submitted_before:]),
+        )
+        self.results[dag_id] = result
+        return result
+
+
+@pytest.fixture(scope="package")
+def dags_test_runner(e2e_backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> DagsTestRunner:
+    """A migrated ``AIRFLOW_HOME`` (no server started) in which ``airflow dags test`` runs the examples."""
+    stack = AirflowStack(_stack_settings(tmp_path_factory.mktemp("dags-test-home"), e2e_backends))
+    stack.prepare()
+    return DagsTestRunner(stack, e2e_backends)
+
+
+@pytest.fixture(scope="package")
+def airflow_stack(e2e_backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """ONE real Airflow (scheduler, dag-processor, triggerer, API server) for every e2e test that needs it."""
+    stack = AirflowStack(_stack_settings(tmp_path_factory.mktemp("airflow-home"), e2e_backends))
+    try:
+        stack.start(timeout=300.0)
+    except HarnessError as error:
+        pytest.fail(f"The real Airflow did not start: {error}")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@dataclass
+class RealRun:
+    """The text-to-video example's run in the real Airflow."""
+
+    stack: AirflowStack
+    backends: Backends
+    outcome: RunOutcome
+    submitted: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="package")
+def text_to_video_run(airflow_stack: AirflowStack, e2e_backends: Backends) -> RealRun:
+    """
+    Trigger the text-to-video example (its Asset consumer unpaused) and drive it to the end.
+
+    The simulated video is held ``Pending`` until the sensor is deferred, then ``Running`` for a few polls
+    of the triggerer, then finished: the run goes through the triggerer and tells the whole status story
+    however slowly this machine schedules tasks.
+    """
+    simulator = e2e_backends.simulator
+    assert simulator is not None
+    airflow_stack.wait_for_dag(CATALOG)
+    airflow_stack.api.set_paused(CATALOG, paused=False)
+    simulator.task_seconds = HELD_TASK_SECONDS
+    submitted_before = len(simulator.submitted)
+    run_id = airflow_stack.trigger(TEXT_TO_VIDEO, run_id="e2e_text_to_video")
+    airflow_stack.wait_for_task_state(TEXT_TO_VIDEO, run_id, "wait", "deferred", timeout=300.0)
+    simulator.advance_time(HELD_TASK_SECONDS / 4)  # past the first fifth: Running
+    _wait_for_status_queries(simulator, count=3, timeout=120.0)
+    simulator.advance_time(HELD_TASK_SECONDS)  # done: Success
+    outcome = airflow_stack.wait_for_run(TEXT_TO_VIDEO, run_id, timeout=300.0)
+    return RealRun(
+        stack=airflow_stack,
+        backends=e2e_backends,
+        outcome=outcome,
+        submitted=list(simulator.submitted[submitted_before:]),
+    )
+
+
+def _wait_for_status_queries(simulator: KlingSimulator, *, count: int, timeout: float) -> None:
+    """Wait (bounded) until the simulator has answered ``count`` more status queries."""
+    target = simulator.requests["status"] + count
+    deadline = time.monotonic() + timeout
+    while simulator.requests["status"] < target:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"the triggerer did not poll {count} times within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def chromium_executable() -> str | None:
+    """Return Debian's Chromium (or ``KLING_E2E_CHROMIUM``), or ``None`` when none is installed."""
+    override = os.environ.get("KLING_E2E_CHROMIUM")
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    for candidate in CHROMIUM_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="package")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    """Headless Debian Chromium under Playwright with a fresh profile; skips where none is installed."""
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip(
+            "No Chromium to drive: install Debian's package (`apt-get install -y chromium`) or set "
+            "KLING_E2E_CHROMIUM to a Chromium binary"
+        )
+    from playwright.sync_api import sync_playwright
+
+    for stale in ARTIFACTS.glob("*.png"):  # screenshots of an earlier session
+        stale.unlink()
+    profile = tmp_path_factory.mktemp("chromium-profile")  # Playwright takes the profile dir this way
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 1000},
+            timeout=120_000,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh page; on a failure its screenshot is saved under ``test-artifacts/e2e/``."""
+    page = browser.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        yield page
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+        page.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, so that fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Save a full-page screenshot under ``test-artifacts/e2e/<name>.png`` and return its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
