@@ -461,7 +461,7 @@ class S3StreamUploader:
         except ClientError as error:
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return None
-            raise
+            raise KlingS3UploadError(f"Cannot check whether {target.uri} exists: {error}") from error
         existing_task = head.get("Metadata", {}).get("kling-task-id")
         our_task = target.metadata.get("kling-task-id")
         same_task = existing_task is None or our_task is None or existing_task == our_task

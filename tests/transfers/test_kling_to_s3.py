@@ -552,3 +552,19 @@ def test_openlineage_facets_name_the_result_urls_and_the_objects(monkeypatch: py
     assert lineage is not None
     assert [(d.namespace, d.name) for d in lineage.inputs] == [("https://cdn.test", "/results/kt-42/0.mp4")]
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("s3://b", "kling/d/kt-42/0.mp4")]
+
+
+def test_a_destination_that_cannot_be_checked_is_an_upload_error(s3: S3Client) -> None:
+    def deny(**_: Any) -> tuple[Any, dict[str, Any]]:
+        parsed = {
+            "Error": {"Code": "403", "Message": "Forbidden"},
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+        return httpx.Response(403), parsed
+
+    s3.meta.events.register("before-call.s3.HeadObject", deny)
+
+    with pytest.raises(KlingS3UploadError, match=r"Cannot check whether s3://kling-unit/videos/0\.mp4"):
+        uploader(s3).upload(ResultServer(payload(MiB)).opener(), target())
+
+    assert unfinished_uploads(s3, BUCKET) == []
