@@ -39,6 +39,11 @@ EXAMPLE_PROMPTS = (
     "Time-lapse of clouds rolling over a mountain ridge, golden hour light",
     "A hummingbird hovering at a red flower, slow motion, macro lens",
 )
+#: The pool the examples run their Kling tasks in: it caps how many videos render at once. Deferred tasks
+#: must count, or a waiting sensor would not hold its slot. The docs show this exact command; the e2e
+#: tests run it.
+KLING_POOL = ("kling", 2, True, "Concurrent Kling video tasks")
+KLING_POOL_CLI = ("pools", "set", "kling", "2", "Concurrent Kling video tasks", "--include-deferred")
 #: The key of the simulator (a test value, not a secret).
 SIMULATOR_API_KEY = "sim-key"
 

@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 
 from airflow_stack import REPO_ROOT, AirflowStack, HarnessError, StackSettings, handle_termination
-from backends import INPUTS_PREFIX, REAL_API_HELP, Backends, backends_from_env, list_objects
+from backends import INPUTS_PREFIX, KLING_POOL, REAL_API_HELP, Backends, backends_from_env, list_objects
 
 DEMO_DAG = "example_kling_text_to_video"
 DOWNSTREAM_DAG = "example_kling_video_catalog"
 DEFAULT_HOME = REPO_ROOT / ".demo" / "airflow"
-#: The pool the examples run their Kling tasks in (it caps concurrent Kling tasks, deferred ones included).
-KLING_POOL = ("kling", 2, True, "Concurrent Kling video tasks (deferred ones included)")
 
 
 def say(line: str) -> None:

@@ -190,3 +190,141 @@ def test_every_kling_operator_of_an_example_validates_once_rendered(
 @pytest.fixture(autouse=True)
 def _scripts_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+
+
+# --- The docs' snippets ----------------------------------------------------------------------------------
+# Every code block of docs/*.md is quoted from a file a test runs: the example DAGs (run under
+# `airflow dags test` in tests/e2e/test_dags_test.py) or the snippets below (run here).
+
+
+def test_every_doc_snippet_is_quoted_from_a_file_a_test_runs() -> None:
+    from doc_snippets import DOCS, render, snippets
+
+    quoted = [snippet for doc in sorted(DOCS.glob("*.md")) for snippet in snippets(doc)]
+
+    assert len(quoted) >= 10
+    for snippet in quoted:
+        assert snippet.source.startswith("example_dags/") or snippet.source == "tests/test_example_dags.py"
+    stale = [doc.name for doc in sorted(DOCS.glob("*.md")) if render(doc) != doc.read_text()]
+    assert stale == [], "run `.venv/bin/python scripts/doc_snippets.py` to refresh the docs' snippets"
+
+
+def test_the_pool_command_the_docs_give_is_the_one_the_e2e_tests_run() -> None:
+    import shlex
+
+    from backends import KLING_POOL_CLI
+    from doc_snippets import DOCS
+
+    texts = [path.read_text() for path in [*DOCS.glob("*.md"), *EXAMPLE_DAGS.glob("*.py")]]
+    commands = [line.strip() for text in texts for line in text.splitlines() if "airflow pools set" in line]
+
+    assert commands, "the docs tell users how to create the pool"
+    assert {tuple(shlex.split(command)) for command in commands} == {("airflow", *KLING_POOL_CLI)}
+
+
+def test_doc_snippet_check_reports_a_stale_block(tmp_path: Path) -> None:
+    from doc_snippets import render
+
+    (tmp_path / "src.py").write_text("x = 1\n# [START demo]\ny = 2\n# [END demo]\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("Text\n<!-- snippet: src.py#demo -->\n```python\ny = 3\n```\nMore\n")
+
+    assert render(doc, root=tmp_path) == "Text\n<!-- snippet: src.py#demo -->\n```python\ny = 2\n```\nMore\n"
+
+
+def test_docs_hook_snippet_runs_against_the_simulator(
+    kling_connection: str, kling_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kling.exceptions import KlingTaskFailedError
+    from airflow_provider_kling.models import TaskStatus
+    from airflow_provider_kling.testing.simulator import result_video
+
+    monkeypatch.chdir(tmp_path)
+    kling_simulator.task_seconds = 0
+
+    # [START howto_hook_kling]
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import KlingVideoRequest
+
+    hook = KlingHook(kling_conn_id="kling_default")
+    request = KlingVideoRequest.build(
+        prompt="A paper boat on a rainy street", aspect_ratio="16:9", duration=5
+    )
+    kling_task_id = hook.submit_task(request)  # checked against R1..R22 first; every submit is billed
+    task = hook.wait_for_task(kling_task_id, poll_interval=10, timeout=900)  # returns a failed task too
+    if task.status != TaskStatus.SUCCESS:
+        raise KlingTaskFailedError(task.task_id, task.error_message)
+    with (
+        hook.stream_result(task.urls[0], kling_task_id=task.task_id) as response,
+        open("video.mp4", "wb") as out,
+    ):
+        for chunk in response.iter_bytes():  # result URLs expire: copy them promptly
+            out.write(chunk)
+    # [END howto_hook_kling]
+
+    assert (tmp_path / "video.mp4").read_bytes() == result_video("16:9")
+    assert len(kling_simulator.submitted) == 1
+
+
+# [START howto_trigger_kling]
+from airflow.sdk import BaseOperator  # noqa: E402
+
+from airflow_provider_kling.exceptions import KlingTaskFailedError  # noqa: E402
+from airflow_provider_kling.triggers.kling import KlingTaskTrigger  # noqa: E402
+
+
+class PublishKlingVideoOperator(BaseOperator):
+    """Wait in the triggerer for a Kling task submitted outside Airflow (by a web app, say); return URLs."""
+
+    template_fields = ("kling_task_id",)
+
+    def __init__(self, *, kling_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kling_task_id = kling_task_id
+
+    def execute(self, context: Any) -> None:
+        trigger = KlingTaskTrigger(
+            kling_task_id=self.kling_task_id, kling_conn_id="kling_default", poll_interval=30, timeout=3600
+        )
+        self.defer(trigger=trigger, method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> list[str]:
+        if event["status"] == "failure":  # the task ran and failed: the vendor's message
+            raise KlingTaskFailedError(event["kling_task_id"], event["message"])
+        if event["status"] == "error":  # "timeout" or "api_error"
+            raise RuntimeError(f"Kling task {event['kling_task_id']}: {event['reason']}: {event['message']}")
+        return list(event["urls"])
+
+
+# [END howto_trigger_kling]
+
+
+async def test_docs_trigger_snippet_defers_and_completes_against_the_simulator(
+    kling_connection: str, kling_simulator: Any
+) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import KlingVideoRequest
+
+    kling_simulator.task_seconds = 0
+    kling_task_id = KlingHook().submit_task(KlingVideoRequest.build(prompt="A kite", aspect_ratio="1:1"))
+    operator = PublishKlingVideoOperator(task_id="publish", kling_task_id=kling_task_id)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context={})
+    trigger = deferred.value.trigger
+    classpath, kwargs = trigger.serialize()
+    event = None
+    async for fired in KlingTaskTrigger(**kwargs).run():
+        event = fired.payload
+        break
+
+    assert classpath == "airflow_provider_kling.triggers.kling.KlingTaskTrigger"
+    assert event is not None
+    assert operator.execute_complete(context={}, event=event) == [
+        f"{kling_simulator.base_url}/results/{kling_task_id}/1.mp4"
+    ]
+    failed = {"status": "failure", "kling_task_id": kling_task_id, "message": "moderation"}
+    with pytest.raises(KlingTaskFailedError, match="moderation"):
+        operator.execute_complete(context={}, event=failed)

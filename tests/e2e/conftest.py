@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from airflow_stack import AirflowStack, HarnessError, RunOutcome, StackSettings  # noqa: E402
-from backends import Backends, list_objects, local_backends  # noqa: E402
+from backends import KLING_POOL, KLING_POOL_CLI, Backends, list_objects, local_backends  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,7 +63,7 @@ def _stack_settings(home: Path, backends: Backends, *, parallelism: int = 2) -> 
         home=home,
         connections=backends.connections(),
         variables=backends.variables,
-        pools={"kling": (2, True, "Concurrent Kling video tasks")},
+        pools={KLING_POOL[0]: KLING_POOL[1:]},
         parallelism=parallelism,
         extra_env={"KLING_EXAMPLE_POLL_SECONDS": f"{POLL_SECONDS:g}"},
     )
@@ -122,6 +122,8 @@ def dags_test_runner(e2e_backends: Backends, tmp_path_factory: pytest.TempPathFa
     """A migrated ``AIRFLOW_HOME`` (no server started) in which ``airflow dags test`` runs the examples."""
     stack = AirflowStack(_stack_settings(tmp_path_factory.mktemp("dags-test-home"), e2e_backends))
     stack.prepare()
+    stack.run_cli(*KLING_POOL_CLI)  # the command the docs give users
+    assert '"kling"' in stack.run_cli("pools", "get", "kling", "--output", "json").stdout
     return DagsTestRunner(stack, e2e_backends)
 
 
