@@ -113,6 +113,13 @@ def test_part_size_is_the_preferred_size_for_ordinary_videos() -> None:
     assert choose_part_size(2 * 1024 * MiB) == 8 * MiB
 
 
+def test_a_video_slightly_over_one_part_is_cut_in_even_parts_for_concurrency() -> None:
+    assert choose_part_size(10 * MiB, concurrency=4) == 5 * MiB  # 5 + 5, not 8 + 2
+    assert choose_part_size(30 * MiB, concurrency=4) == 8 * MiB  # 8 + 8 + 8 + 6
+    assert choose_part_size(8 * MiB, concurrency=4) == 8 * MiB  # one part: a single PutObject
+    assert choose_part_size(100 * MiB, concurrency=4) == 8 * MiB
+
+
 def test_part_size_never_below_the_s3_minimum() -> None:
     assert choose_part_size(100, preferred=1024) == S3_MIN_PART_SIZE
 
@@ -130,9 +137,9 @@ def test_part_size_rejects_objects_s3_cannot_hold() -> None:
         choose_part_size(S3_MAX_PARTS * 5 * 1024 * MiB + 1)
 
 
-@given(st.integers(min_value=0, max_value=5 * 1024**4))
-def test_part_size_always_fits_s3_limits(size: int) -> None:
-    part = choose_part_size(size)
+@given(st.integers(min_value=0, max_value=5 * 1024**4), st.integers(min_value=1, max_value=16))
+def test_part_size_always_fits_s3_limits(size: int, concurrency: int) -> None:
+    part = choose_part_size(size, concurrency=concurrency)
     assert part >= S3_MIN_PART_SIZE
     assert -(-size // part) <= S3_MAX_PARTS
 
