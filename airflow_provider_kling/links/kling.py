@@ -21,13 +21,12 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from airflow.sdk import BaseOperatorLink
+from airflow.providers.common.compat.sdk import BaseOperatorLink
 
 from airflow_provider_kling.constants import RESULT_URL_TTL_HOURS
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator
-    from airflow.sdk.types import TaskInstanceKey
+    from airflow.providers.common.compat.sdk import BaseOperator, TaskInstanceKey
 
 
 def result_url_is_valid(result: dict[str, Any], *, now: float | None = None) -> bool:
@@ -77,7 +76,7 @@ class KlingTaskStatusLink(BaseOperatorLink):
         """
         if not getattr(operator, "kling_task_id", None):
             return ""
-        from airflow.sdk.configuration import conf
+        from airflow.providers.common.compat.sdk import conf
 
         base_url = (conf.get("api", "base_url", fallback=None) or "").rstrip("/")
         path = f"dags/{quote(ti_key.dag_id, safe='')}/runs/{quote(ti_key.run_id, safe='')}"

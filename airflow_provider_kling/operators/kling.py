@@ -17,8 +17,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 from pydantic import BaseModel, ValidationError
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, RESULT_URL_TTL_HOURS
@@ -286,7 +285,9 @@ class KlingSubmitVideoOperator(BaseOperator):
     :param video_list: at most one reference video, ``[{"video_url", "refer_type",
         "keep_original_sound"}]`` (R20..R22).
     :param watermark_enabled: whether the result carries a watermark.
-    :param external_task_id: your own id for the task (wins over the derived default; must be unique).
+    :param external_task_id: your own id for the task, instead of the derived default. The API wants it
+        unique per user, and a retry after a failed task submits again with it: template the try into it
+        (``"campaign-42-{{ ti.try_number }}"``) if the task has retries.
     :param request: the whole request instead of the keyword arguments above (``external_task_id`` may
         still be given as a keyword).
     :param kling_conn_id: the Airflow connection of the ModelVerse API.

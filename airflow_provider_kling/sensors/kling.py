@@ -6,8 +6,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID
 from airflow_provider_kling.exceptions import KlingError, KlingTaskFailedError, KlingTaskTimeoutError
