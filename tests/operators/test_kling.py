@@ -35,6 +35,7 @@ from airflow_provider_kling.triggers.kling import KlingTaskTrigger
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import timedelta
+    from pathlib import Path
 
     from airflow.sdk import Context
 
@@ -641,3 +642,23 @@ def test_the_logs_tell_the_story_and_never_the_key(
     assert re.search(rf"Kling task {task_id} succeeded in \d+ s: 1 video\(s\), 5 s billed", logged)
     assert kling_simulator.api_key not in logged
     assert kling_simulator.api_key not in json.dumps(result)
+
+
+def test_a_dag_file_with_an_invalid_static_request_is_an_import_error(tmp_path: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    (tmp_path / "bad_kling_dag.py").write_text(
+        "from airflow.sdk import DAG\n"
+        "from airflow_provider_kling.operators.kling import KlingSubmitVideoOperator\n"
+        "with DAG('bad_kling', schedule=None):\n"
+        "    KlingSubmitVideoOperator(task_id='submit', prompt='x', aspect_ratio='16:9', duration=5,\n"
+        "        multi_shot=True, shot_type='customize',\n"
+        "        multi_prompt=[{'index': 1, 'prompt': 'a', 'duration': '2'}])\n"
+    )
+
+    bag = DagBag(dag_folder=str(tmp_path), safe_mode=False)
+
+    [error] = bag.import_errors.values()
+    assert "Task 'submit': invalid Kling request" in error
+    assert "R11 parameters.multi_prompt" in error
+    assert "bad_kling" not in bag.dags
