@@ -4,7 +4,7 @@
 Animates between two images kept in S3: `image_list` accepts `s3://bucket/key`. Before anything is
 submitted, each image is checked against the API's rules from the object's header (R18: JPEG or PNG, at
 most 10 MB, at least 300 px a side, aspect ratio between 1:2.5 and 2.5:1), so an unusable input fails the
-task at no cost; the API then receives a URL it can fetch.
+task at no cost; the API then receives each image as bare base64.
 
 Inputs: `s3://<kling_video_bucket>/kling-inputs/first_frame.png` and `end_frame.png`.
 """

@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -172,41 +173,57 @@ class ManagedProcess:
 
 def stop_processes(processes: list[ManagedProcess], *, grace_seconds: float = 20.0) -> list[int]:
     """
-    Stop processes and all their descendants: ``SIGTERM`` to their groups, ``SIGKILL`` to what remains.
+    Stop processes and all their descendants: ``SIGTERM``, then ``SIGKILL`` to what outlives the grace.
+
+    ``SIGTERM`` goes to each process group, and to every descendant that moved to a group of its own (as
+    Airflow's task processes do); after ``grace_seconds`` the groups and every survivor get ``SIGKILL``.
 
     :param processes: the processes to stop.
     :param grace_seconds: how long to wait after ``SIGTERM`` before killing.
-    :return: the pids that had to be killed with ``SIGKILL``.
+    :return: the pids that outlived the grace period and were killed with ``SIGKILL``.
     """
+    groups = {process.pid for process in processes if process.pid is not None}
     known: dict[int, psutil.Process] = {}
-    for process in processes:
-        known.update({proc.pid: proc for proc in process.tree()})
-    for process in processes:
-        process.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
+    terminated: set[int] = set()
+
+    def look() -> None:
         for process in processes:
             known.update({proc.pid: proc for proc in process.tree()})
             if process.popen is not None:
                 process.popen.poll()  # reap the direct child
-        survivors = [proc for proc in known.values() if _is_running(proc)]
-        if not survivors:
-            break
+        for pid, proc in known.items():
+            if pid not in terminated and pid not in groups and _pgid(proc) not in groups:
+                terminated.add(pid)
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+
+    look()
+    for process in processes:
+        process.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    survivors = list(known.values())
+    while survivors and time.monotonic() < deadline:
         time.sleep(0.2)
-    killed: list[int] = []
+        look()
+        survivors = [proc for proc in known.values() if _is_running(proc)]
     for process in processes:
         process.signal_group(signal.SIGKILL)
-    for proc in known.values():
-        if _is_running(proc):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-                killed.append(proc.pid)
+    for proc in survivors:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
     for process in processes:
         if process.popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(timeout=10.0)
     psutil.wait_procs(list(known.values()), timeout=5.0)
-    return killed
+    return [proc.pid for proc in survivors]
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except OSError:
+        return None
 
 
 def _is_running(proc: psutil.Process) -> bool:
@@ -804,6 +821,32 @@ class AirflowStack:
                     f"tasks {last_states})"
                 )
             time.sleep(poll_seconds)
+
+    def component_log(self, name: str) -> str:
+        """
+        Return the whole stdout/stderr log of one component (``scheduler``, ``triggerer``...).
+
+        :param name: the component.
+        """
+        path = self.component_log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_component_log(self, name: str, pattern: str, *, timeout: float) -> None:
+        """
+        Wait (bounded) until a component's log has a line matching ``pattern`` (a regular expression).
+
+        :param name: the component.
+        :param pattern: the regular expression.
+        :param timeout: seconds.
+        :raises HarnessError: on timeout or when a component exits.
+        """
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while not compiled.search(self.component_log(name)):
+            self._check_alive()
+            if time.monotonic() >= deadline:
+                raise HarnessError(f"No line matching {pattern!r} in the {name} log within {timeout:g} s")
+            time.sleep(0.3)
 
     def wait_for_task_state(
         self, dag_id: str, run_id: str, task_id: str, state: str, *, timeout: float, map_index: int = -1

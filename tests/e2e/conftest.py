@@ -168,6 +168,16 @@ def text_to_video_run(airflow_stack: AirflowStack, e2e_backends: Backends) -> Re
     submitted_before = len(simulator.submitted)
     run_id = airflow_stack.trigger(TEXT_TO_VIDEO, run_id="e2e_text_to_video")
     airflow_stack.wait_for_task_state(TEXT_TO_VIDEO, run_id, "wait", "deferred", timeout=300.0)
+    # Airflow 3.3.2 race: if the trigger fires (and the task is queued again) before the scheduler has
+    # processed the executor's "success" event of the worker that deferred, the scheduler takes the queued
+    # task for one changed externally and fails that try (its guard covers `scheduled`, not `queued`).
+    # Hold the video until the scheduler has seen that event.
+    airflow_stack.wait_for_component_log(
+        "scheduler",
+        r"Received executor event with state success for task instance TaskInstanceKey\(dag_id="
+        rf"'{TEXT_TO_VIDEO}', task_id='wait', run_id='{run_id}', try_number=1,",
+        timeout=120.0,
+    )
     simulator.advance_time(HELD_TASK_SECONDS / 4)  # past the first fifth: Running
     _wait_for_status_queries(simulator, count=3, timeout=120.0)
     simulator.advance_time(HELD_TASK_SECONDS)  # done: Success

@@ -50,6 +50,9 @@ def test_the_sensor_waited_in_the_real_triggerer(text_to_video_run: RealRun) -> 
     stack, run_id = text_to_video_run.stack, text_to_video_run.outcome.run_id
 
     assert "deferred" in text_to_video_run.outcome.states_seen["wait"]
+    assert "up_for_retry" not in text_to_video_run.outcome.states_seen["wait"]
+    (wait,) = [ti for ti in stack.api.task_instances(TEXT_TO_VIDEO, run_id) if ti["task_id"] == "wait"]
+    assert wait["try_number"] == 1, "one try: deferred, resumed, done"
     log = stack.api.task_log(TEXT_TO_VIDEO, run_id, "wait")
     assert "Pausing task as DEFERRED" in log
     # The trigger's own lines, written by the triggerer process, are part of the task's log.
