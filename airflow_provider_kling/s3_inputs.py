@@ -240,6 +240,20 @@ def resolve_s3_inputs(
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     client: S3Client = S3Hook(aws_conn_id=aws_conn_id).get_conn()
+    try:
+        return _resolve(request, inputs, client, presign_seconds=presign_seconds, inline_images=inline_images)
+    finally:
+        client.close()
+
+
+def _resolve(
+    request: KlingVideoRequest,
+    inputs: dict[str, str],
+    client: S3Client,
+    *,
+    presign_seconds: int,
+    inline_images: bool,
+) -> KlingVideoRequest:
     refer_types = {
         f"parameters.video_list[{position}].video_url": video.refer_type
         for position, video in enumerate(request.parameters.video_list or ())

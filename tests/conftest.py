@@ -105,9 +105,11 @@ def local_s3() -> Iterator[LocalS3Server]:
 
 
 @pytest.fixture
-def s3_client(local_s3: LocalS3Server) -> S3Client:
-    """A boto3 client of the local S3 server."""
-    return local_s3.client()
+def s3_client(local_s3: LocalS3Server) -> Iterator[S3Client]:
+    """A boto3 client of the local S3 server (closed after the test)."""
+    client = local_s3.client()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -370,14 +370,17 @@ class LocalS3Server:
         """
         from botocore.exceptions import ClientError
 
+        client = self.client()
         try:
-            self.client().create_bucket(Bucket=name)
+            client.create_bucket(Bucket=name)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") not in (
                 "BucketAlreadyOwnedByYou",
                 "BucketAlreadyExists",
             ):
                 raise
+        finally:
+            client.close()
 
     def connection_extra(self) -> dict[str, str]:
         """Return the ``extra`` of an Airflow ``aws`` connection to this server."""

@@ -818,15 +818,25 @@ class KlingToS3Operator(BaseOperator):
 
     def execute(self, context: Context) -> list[str]:
         """Copy every result of the task into S3 and return the ``s3://`` URIs, in the order of ``urls``."""
-        task = self.kling_hook.get_task(self.kling_task_id)
-        targets = self.targets_for(task)
-        replace = _parse_bool(self.replace)
-        self._source_urls, self.landed = list(task.urls), []
-        for url, target in zip(task.urls, targets, strict=True):
-            landed = self.uploader.upload(self._opener(url, task.task_id), target, replace=replace)
-            self.landed.append(landed)
-            self._record(context, landed, target)
-        return [landed.uri for landed in self.landed]
+        try:
+            task = self.kling_hook.get_task(self.kling_task_id)
+            targets = self.targets_for(task)
+            replace = _parse_bool(self.replace)
+            self._source_urls, self.landed = list(task.urls), []
+            for url, target in zip(task.urls, targets, strict=True):
+                landed = self.uploader.upload(self._opener(url, task.task_id), target, replace=replace)
+                self.landed.append(landed)
+                self._record(context, landed, target)
+            return [landed.uri for landed in self.landed]
+        finally:
+            self._close_clients()
+
+    def _close_clients(self) -> None:
+        """Close the HTTP connections the hooks opened (a later call opens new ones)."""
+        if "kling_hook" in self.__dict__:
+            self.kling_hook.close()
+        if "uploader" in self.__dict__:
+            self.uploader.s3.close()
 
     def targets_for(self, task: KlingTask) -> list[S3Target]:
         """

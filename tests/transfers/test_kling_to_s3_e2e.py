@@ -96,6 +96,11 @@ def assert_nothing_left(s3: S3Client, bucket: str, prefix: str) -> None:
     assert unfinished(s3, bucket, prefix) == []
 
 
+def result_urls(task_id: str) -> list[str]:
+    with KlingHook() as hook:
+        return hook.get_task(task_id).urls
+
+
 def result_bytes(url: str) -> bytes:
     return httpx.get(url, timeout=30).content
 
@@ -121,7 +126,7 @@ def test_round_trip_lands_every_result_with_metadata_and_asset_events(
 
     keys = [f"{s3_prefix}kling_copy_test/2026-11-26/{task_id}/{index}.mp4" for index in (0, 1)]
     assert uris == [f"s3://{s3_bucket}/{key}" for key in keys]
-    urls = KlingHook().get_task(task_id).urls
+    urls = result_urls(task_id)
     for key, url in zip(keys, urls, strict=True):
         stored = s3_client.get_object(Bucket=s3_bucket, Key=key, ChecksumMode="ENABLED")
         assert stored["Body"].read() == result_bytes(url)
@@ -204,7 +209,7 @@ def test_fault_truncated_once_is_resumed_with_range(
 
     uris, _ = run(make_operator(kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=s3_prefix + "{index}.mp4"))
 
-    (url,) = KlingHook().get_task(task_id).urls
+    (url,) = result_urls(task_id)
     stored = s3_client.get_object(Bucket=s3_bucket, Key=f"{s3_prefix}0.mp4")["Body"].read()
     assert stored == result_bytes(url)
     assert uris == [f"s3://{s3_bucket}/{s3_prefix}0.mp4"]
@@ -234,7 +239,7 @@ def test_fault_connection_reset_mid_stream(
 ) -> None:
     kling_simulator.result_size_bytes = 3 * PART
     task_id = finish_task(kling_simulator)
-    (url,) = KlingHook().get_task(task_id).urls
+    (url,) = result_urls(task_id)
     operator = make_operator(
         kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=s3_prefix + "{index}.mp4", max_download_attempts=3
     )
