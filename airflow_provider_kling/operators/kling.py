@@ -411,22 +411,23 @@ class KlingSubmitVideoOperator(BaseOperator):
         """Reattach to the task an earlier try paid for, or submit one; then wait for it if asked to."""
         request = self._with_default_external_task_id(self._validate_request(self.build_request()), context)
         ledger = KlingTaskLedger.open(context, self.log)
-        earlier = self._earlier_task(ledger, context)
-        if earlier is not None and earlier.status == TaskStatus.SUCCESS:
-            return self._succeed(ledger, earlier)
-        if earlier is not None and not earlier.status.is_terminal:
-            self.kling_task_id = earlier.task_id
-        else:
-            self.kling_task_id = self._submit(request, ledger)
-        if not self.wait_for_completion:
-            ledger.forget()
-            return self.kling_task_id
-        if self.deferrable:
-            self._defer(self.kling_task_id)
-        task = self.hook.wait_for_task(
-            self.kling_task_id, poll_interval=self.poll_interval, timeout=self.timeout
-        )
-        return self._succeed(ledger, task)
+        with self.hook:  # closes the hook's HTTP client however this ends (a deferral included)
+            earlier = self._earlier_task(ledger, context)
+            if earlier is not None and earlier.status == TaskStatus.SUCCESS:
+                return self._succeed(ledger, earlier)
+            if earlier is not None and not earlier.status.is_terminal:
+                self.kling_task_id = earlier.task_id
+            else:
+                self.kling_task_id = self._submit(request, ledger)
+            if not self.wait_for_completion:
+                ledger.forget()
+                return self.kling_task_id
+            if self.deferrable:
+                self._defer(self.kling_task_id)
+            task = self.hook.wait_for_task(
+                self.kling_task_id, poll_interval=self.poll_interval, timeout=self.timeout
+            )
+            return self._succeed(ledger, task)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """

@@ -81,9 +81,10 @@ class KlingTaskSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Check the task once; if it still runs, wait in the triggerer (or poke when not deferrable)."""
-        if not self.deferrable:
-            return super().execute(context)
-        done = self.poke(context)
+        with self.hook:  # closes the hook's HTTP client however this ends (a deferral included)
+            if not self.deferrable:
+                return super().execute(context)
+            done = self.poke(context)
         if done:
             return done.xcom_value
         self.log.info(

@@ -662,3 +662,28 @@ def test_a_dag_file_with_an_invalid_static_request_is_an_import_error(tmp_path: 
     assert "Task 'submit': invalid Kling request" in error
     assert "R11 parameters.multi_prompt" in error
     assert "bad_kling" not in bag.dags
+
+
+def test_execute_closes_the_hooks_http_client_even_when_it_defers(
+    run: TaskInstanceRun,
+    kling_simulator: KlingSimulator,
+    kling_connection: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+    closed: list[KlingHook] = []
+    original_close = KlingHook.close
+
+    def counting_close(hook: KlingHook) -> None:
+        closed.append(hook)
+        original_close(hook)
+
+    monkeypatch.setattr(KlingHook, "close", counting_close)
+    returns = operator(**VALID)
+    defers = operator(**VALID, wait_for_completion=True)
+
+    returns.execute(TaskInstanceRun(ti=FakeTaskInstance(task_id="returns")).context())
+    deferred_trigger(defers, run.context())
+
+    assert closed == [returns.hook, defers.hook]

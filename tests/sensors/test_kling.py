@@ -200,12 +200,14 @@ def test_poke_rides_out_a_transient_error_but_not_an_auth_error(
     kling_simulator.inject_fault("status", "server_error", status=503)
     sensor = KlingTaskSensor(task_id="wait", kling_task_id=task_id, deferrable=False, poke_interval=0.05)
 
-    assert not sensor.poke(CONTEXT)
-    assert sensor.poke(CONTEXT).xcom_value["status"] == "Success"
+    with sensor.hook:  # poke() alone leaves the hook open: execute() closes it
+        assert not sensor.poke(CONTEXT)
+        assert sensor.poke(CONTEXT).xcom_value["status"] == "Success"
 
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps({**conn, "password": "sk-not-the-key-0000"}))
-    with pytest.raises(KlingAuthError):
-        KlingTaskSensor(task_id="wait", kling_task_id=task_id, deferrable=False).poke(CONTEXT)
+    refused = KlingTaskSensor(task_id="wait", kling_task_id=task_id, deferrable=False)
+    with refused.hook, pytest.raises(KlingAuthError):
+        refused.poke(CONTEXT)
 
 
 class FakeTaskInstance:
