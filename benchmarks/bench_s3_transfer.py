@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -273,6 +274,7 @@ def run(sizes: list[int], methods: list[str], rounds: int) -> None:
             for key in landed_keys:  # deleted once the size is done: no server clean-up during a copy
                 s3.delete_object(Bucket=BUCKET, Key=key)
         facts = machine_facts(local_s3)
+    shutil.rmtree(workdir, ignore_errors=True)
     print_table(rows, facts)
 
 
