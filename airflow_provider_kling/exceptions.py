@@ -16,7 +16,15 @@ The provider's whole error tree, keyed by what the caller can do about an error.
     ├── KlingSubmitUncertainError       a submit failed ambiguously: a (billed) task may exist
     ├── KlingTaskFailedError            the task ran and ended in ``Failure``
     ├── KlingTaskTimeoutError           the task did not finish within the caller's timeout
-    └── KlingResultExpiredError         a result URL answered 403/404: it has expired
+    ├── KlingResultExpiredError         a result URL answered 403/404: it has expired
+    ├── KlingTaskNotReadyError          the task has not succeeded (yet): nothing to copy
+    ├── KlingTransferError              copying a result to S3 failed; nothing was left behind
+    │   ├── KlingResultDownloadError    the download broke and could not be resumed
+    │   ├── KlingS3UploadError          S3 rejected a part, the completion or the size check
+    │   └── KlingS3KeyExistsError       replace=False and a different object is at the key
+    ├── KlingS3InputError               an s3:// input breaks R18/R21 or cannot be read
+    └── MediaHeaderError                bytes are not a supported image/video header
+        └── NeedMoreBytesError          the header runs past the bytes given
 
 No exception message, ``repr`` or attribute ever holds the API key or the ``Authorization`` header.
 """
@@ -236,3 +244,64 @@ class KlingResultExpiredError(KlingError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.kling_task_id, self.status_code))
+
+
+class KlingTransferError(KlingError):
+    """Copying a result video to S3 failed. Nothing was left behind: the multipart upload was aborted."""
+
+
+class KlingResultDownloadError(KlingTransferError):
+    """The result video could not be downloaded whole (truncated, reset) within the allowed attempts."""
+
+
+class KlingS3UploadError(KlingTransferError):
+    """S3 rejected the upload (a part, the completion, or the size check of the landed object)."""
+
+
+class KlingS3KeyExistsError(KlingTransferError):
+    """``replace=False`` and a different object already exists at the destination key."""
+
+
+class KlingTaskNotReadyError(KlingError):
+    """The task has not finished successfully yet, or it succeeded without result URLs: nothing to copy."""
+
+
+class KlingS3InputError(KlingError, ValueError):
+    """
+    One or more ``s3://`` inputs cannot be used; the request was not submitted.
+
+    :param problems: one line per problem, each starting with the rule ID and naming the field.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.problems,))
+
+
+class MediaHeaderError(KlingError, ValueError):
+    """The bytes are not a supported image or video, or their header is corrupt."""
+
+
+class NeedMoreBytesError(MediaHeaderError):
+    """
+    The header runs past the bytes given: read the file's bytes ``[offset, end)`` and try again.
+
+    A reader given a prefix of a file needs the prefix to reach ``end``; :func:`find_moov_range` needs
+    exactly that range. A caller that passed the whole file has a truncated file.
+
+    :param offset: the first file offset needed.
+    :param end: the file offset (exclusive) up to which bytes are needed.
+    :param what: what the reader was reading.
+    """
+
+    def __init__(self, offset: int, end: int, what: str) -> None:
+        self.offset = offset
+        self.end = end
+        self.what = what
+        super().__init__(f"need more bytes: {what} needs bytes {offset} to {end} of the file")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.offset, self.end, self.what))

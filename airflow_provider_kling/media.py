@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from airflow_provider_kling.exceptions import KlingError
+from airflow_provider_kling.exceptions import MediaHeaderError, NeedMoreBytesError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -85,32 +85,6 @@ _FIRST_BOX_TYPES: Final = frozenset(
 _IMAGE_BRANDS: Final = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
 
 ImageFormat = Literal["png", "jpeg"]
-
-
-class MediaHeaderError(KlingError, ValueError):
-    """The bytes are not a supported image or video, or their header is corrupt."""
-
-
-class NeedMoreBytesError(MediaHeaderError):
-    """
-    The header runs past the bytes given: read the file's bytes ``[offset, end)`` and try again.
-
-    A reader given a prefix of a file needs the prefix to reach ``end``; :func:`find_moov_range` needs
-    exactly that range. A caller that passed the whole file has a truncated file.
-
-    :param offset: the first file offset needed.
-    :param end: the file offset (exclusive) up to which bytes are needed.
-    :param what: what the reader was reading.
-    """
-
-    def __init__(self, offset: int, end: int, what: str) -> None:
-        self.offset = offset
-        self.end = end
-        self.what = what
-        super().__init__(f"need more bytes: {what} needs bytes {offset} to {end} of the file")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.offset, self.end, self.what))
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, cor
 
 from airflow_provider_kling import media
 from airflow_provider_kling.constants import MODEL_NAME
+from airflow_provider_kling.exceptions import MediaHeaderError, NeedMoreBytesError
 
 log = logging.getLogger(__name__)
 
@@ -377,9 +378,9 @@ def _image_url(value: Any) -> str:
         ) from None
     try:
         info = media.read_image_info(data)
-    except media.NeedMoreBytesError:
+    except NeedMoreBytesError:
         raise _Invalid(f"the base64 image is truncated ({len(data)} bytes)") from None
-    except media.MediaHeaderError as error:
+    except MediaHeaderError as error:
         raise _Invalid(f"the base64 data is not a usable image: {error}") from None
     problems = media.check_image(info, len(data))
     if problems:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kling import media
-from airflow_provider_kling.exceptions import KlingError
+from airflow_provider_kling.exceptions import KlingS3InputError, MediaHeaderError, NeedMoreBytesError
 from airflow_provider_kling.models import ReferType
 
 if TYPE_CHECKING:
@@ -55,21 +55,6 @@ MAX_IMAGE_HEADER_BYTES = 4 * 1024 * 1024
 MAX_MOOV_BYTES = 64 * 1024 * 1024
 #: The most top-level boxes walked to find the ``moov`` box.
 MAX_BOX_HOPS = 256
-
-
-class KlingS3InputError(KlingError, ValueError):
-    """
-    One or more ``s3://`` inputs cannot be used; the request was not submitted.
-
-    :param problems: one line per problem, each starting with the rule ID and naming the field.
-    """
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.problems,))
 
 
 class _Unusable(Exception):
@@ -139,7 +124,7 @@ def _image_info(obj: _S3Object) -> tuple[media.ImageInfo, bytes]:
     while True:
         try:
             return media.read_image_info(data), data
-        except media.NeedMoreBytesError as more:
+        except NeedMoreBytesError as more:
             if len(data) >= obj.size:
                 raise _Unusable(f"{obj.url} is a truncated image ({obj.size} bytes)") from None
             if more.end > MAX_IMAGE_HEADER_BYTES:
@@ -147,7 +132,7 @@ def _image_info(obj: _S3Object) -> tuple[media.ImageInfo, bytes]:
                     f"{obj.url} has no image frame header in its first {MAX_IMAGE_HEADER_BYTES} bytes"
                 ) from None
             data += obj.read(len(data), min(MAX_IMAGE_HEADER_BYTES, max(more.end, 2 * len(data))))
-        except media.MediaHeaderError as error:
+        except MediaHeaderError as error:
             raise _Unusable(f"{obj.url}: {error}") from None
 
 
@@ -157,14 +142,14 @@ def _video_info(obj: _S3Object) -> media.VideoInfo:
     try:
         try:
             return media.read_video_info(prefix)
-        except media.NeedMoreBytesError:
+        except NeedMoreBytesError:
             pass
         data, offset, start = prefix, 0, 0
         for _ in range(MAX_BOX_HOPS):
             try:
                 moov_start, moov_end = media.find_moov_range(data, obj.size, data_offset=offset, start=start)
                 break
-            except media.NeedMoreBytesError as more:
+            except NeedMoreBytesError as more:
                 start = offset = more.offset
                 data = obj.read(more.offset, max(more.end, more.offset + 16))
         else:
@@ -177,9 +162,9 @@ def _video_info(obj: _S3Object) -> media.VideoInfo:
         inside = moov_end <= len(prefix)
         moov = prefix[moov_start:moov_end] if inside else obj.read(moov_start, moov_end)
         return media.read_video_info(prefix, moov=moov)
-    except media.NeedMoreBytesError as more:
+    except NeedMoreBytesError as more:
         raise _Unusable(f"{obj.url} is a truncated video ({more.what} runs past its end)") from None
-    except media.MediaHeaderError as error:
+    except MediaHeaderError as error:
         raise _Unusable(f"{obj.url}: {error}") from None
 
 

@@ -12,10 +12,9 @@ import av
 import pytest
 
 from airflow_provider_kling import media
+from airflow_provider_kling.exceptions import MediaHeaderError, NeedMoreBytesError
 from airflow_provider_kling.media import (
     ImageInfo,
-    MediaHeaderError,
-    NeedMoreBytesError,
     VideoInfo,
     check_image,
     check_video,

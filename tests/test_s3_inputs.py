@@ -19,12 +19,9 @@ import httpx
 import pytest
 
 from airflow_provider_kling import media, s3_inputs
+from airflow_provider_kling.exceptions import KlingS3InputError
 from airflow_provider_kling.models import KlingVideoRequest
-from airflow_provider_kling.s3_inputs import (
-    DEFAULT_PRESIGN_SECONDS,
-    KlingS3InputError,
-    resolve_s3_inputs,
-)
+from airflow_provider_kling.s3_inputs import DEFAULT_PRESIGN_SECONDS, resolve_s3_inputs
 
 if TYPE_CHECKING:
     from collections.abc import Callable

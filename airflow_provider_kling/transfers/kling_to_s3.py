@@ -37,9 +37,13 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, MODEL_NAME
 from airflow_provider_kling.exceptions import (
-    KlingError,
+    KlingResultDownloadError,
+    KlingS3KeyExistsError,
+    KlingS3UploadError,
     KlingServerError,
     KlingTaskFailedError,
+    KlingTaskNotReadyError,
+    KlingTransferError,
     KlingTransportError,
 )
 
@@ -77,26 +81,6 @@ StreamOpener = Callable[[int], AbstractContextManager["httpx.Response"]]
 
 _METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _RESERVED_METADATA_PREFIX = "kling-"
-
-
-class KlingTransferError(KlingError):
-    """Copying a result video to S3 failed. Nothing was left behind: the multipart upload was aborted."""
-
-
-class KlingResultDownloadError(KlingTransferError):
-    """The result video could not be downloaded whole (truncated, reset) within the allowed attempts."""
-
-
-class KlingS3UploadError(KlingTransferError):
-    """S3 rejected the upload (a part, the completion, or the size check of the landed object)."""
-
-
-class KlingS3KeyExistsError(KlingTransferError):
-    """``replace=False`` and a different object already exists at the destination key."""
-
-
-class KlingTaskNotReadyError(KlingError):
-    """The task has not finished successfully yet, or it succeeded without result URLs: nothing to copy."""
 
 
 @dataclass(frozen=True)
