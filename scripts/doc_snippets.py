@@ -1,5 +1,5 @@
 """
-Keep the code in ``docs/*.md`` identical to the files it comes from, which tests run.
+Keep the code in ``README.md`` and ``docs/*.md`` identical to the files it comes from, which tests run.
 
 A doc quotes code the way official Airflow providers do, between ``# [START name]`` and ``# [END name]``
 markers of a source file (an example DAG, or a test), announced by an HTML comment right before the fence::
@@ -24,6 +24,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs"
+
+
+def documents() -> list[Path]:
+    """Return the Markdown files whose snippets are kept in sync: ``README.md`` and ``docs/*.md``."""
+    return [path for path in [REPO_ROOT / "README.md", *sorted(DOCS.glob("*.md"))] if path.exists()]
+
+
 SNIPPET = re.compile(
     r"(?P<head><!-- snippet: (?P<path>[^#\s]+)#(?P<name>\w+) -->\n```(?P<lang>\w*)\n)"
     r"(?P<body>.*?)(?P<tail>^```)",
@@ -94,7 +101,7 @@ def render(doc: Path, root: Path = REPO_ROOT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite (or ``--check``) the snippets of ``docs/*.md``.
+    """Rewrite (or ``--check``) the snippets of ``README.md`` and ``docs/*.md``.
 
     :param argv: the arguments (default ``sys.argv[1:]``).
     """
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="report stale snippets, change nothing")
     args = parser.parse_args(argv)
     stale = []
-    for doc in sorted(DOCS.glob("*.md")):
+    for doc in documents():
         text = render(doc)
         if text != doc.read_text():
             stale.append(doc)

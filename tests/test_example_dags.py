@@ -204,14 +204,14 @@ def _scripts_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_doc_snippet_is_quoted_from_a_file_a_test_runs() -> None:
-    from doc_snippets import DOCS, render, snippets
+    from doc_snippets import documents, render, snippets
 
-    quoted = [snippet for doc in sorted(DOCS.glob("*.md")) for snippet in snippets(doc)]
+    quoted = [snippet for doc in documents() for snippet in snippets(doc)]
 
     assert len(quoted) >= 10
     for snippet in quoted:
         assert snippet.source.startswith("example_dags/") or snippet.source == "tests/test_example_dags.py"
-    stale = [doc.name for doc in sorted(DOCS.glob("*.md")) if render(doc) != doc.read_text()]
+    stale = [doc.name for doc in documents() if render(doc) != doc.read_text()]
     assert stale == [], "run `.venv/bin/python scripts/doc_snippets.py` to refresh the docs' snippets"
 
 
@@ -219,9 +219,9 @@ def test_the_pool_command_the_docs_give_is_the_one_the_e2e_tests_run() -> None:
     import shlex
 
     from backends import KLING_POOL_CLI
-    from doc_snippets import DOCS
+    from doc_snippets import documents
 
-    texts = [path.read_text() for path in [*DOCS.glob("*.md"), *EXAMPLE_DAGS.glob("*.py")]]
+    texts = [path.read_text() for path in [*documents(), *EXAMPLE_DAGS.glob("*.py")]]
     lines = [line.strip() for text in texts for line in text.splitlines()]
     commands = [line for line in lines if line.startswith("airflow pools set")]
 
