@@ -3,6 +3,7 @@
 #   make test   install, lint, type-check and run the whole test suite (what .ci/run calls)
 SHELL := /bin/bash
 PYTHON ?= python3
+DEMO_ARGS ?=
 UV_VERSION := 0.13.9
 BOOTSTRAP := .uv-bootstrap
 UV := $(BOOTSTRAP)/bin/uv
@@ -20,7 +21,7 @@ setup: $(UV)
 	$(UV) sync --frozen --extra dev --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
 
 demo: setup
-	$(VENV)/bin/python scripts/demo.py
+	$(VENV)/bin/python scripts/demo.py $(DEMO_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
