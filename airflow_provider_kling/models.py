@@ -24,8 +24,10 @@ Decisions where the spec is silent, all provider rules:
 - R1: a prompt of only whitespace counts as empty.
 - R3: fields the API ignores (``input.prompt`` with ``multi_shot`` true; ``shot_type`` or ``multi_prompt``
   with ``multi_shot`` false) are accepted and sent, with a :class:`KlingIgnoredFieldWarning`; so is
-  ``duration`` with a ``refer_type: base`` video (R5). The shots of an ignored ``multi_prompt`` are still
-  checked one by one (R9, R10), but not against the total (R8, R10, R11).
+  ``duration`` with a ``refer_type: base`` video (R5). Code that validates other people's requests (the
+  simulator) silences these warnings with :func:`ignored_field_warnings_suppressed`. The shots of an
+  ignored ``multi_prompt`` are still checked one by one (R9, R10), but not against the total (R8, R10,
+  R11).
 - R10: a shot's duration is whole seconds; ``2`` and ``"2"`` are accepted and sent as ``"2"``.
 - R12: references are checked in ``input.prompt``, ``input.negative_prompt`` and every shot's prompt,
   whether or not the API uses that text.
@@ -50,7 +52,9 @@ import logging
 import re
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal, Self, TypeVar
@@ -111,8 +115,33 @@ class KlingIgnoredFieldWarning(UserWarning):
     """A request field the API ignores in this combination (R3, R5): it is sent, but has no effect."""
 
 
+#: Whether :class:`KlingIgnoredFieldWarning` is emitted in the current context (thread or task).
+_ignored_field_warnings: ContextVar[bool] = ContextVar("kling_ignored_field_warnings", default=True)
+
+
+@contextmanager
+def ignored_field_warnings_suppressed() -> Iterator[None]:
+    """
+    Emit no :class:`KlingIgnoredFieldWarning` inside the block, in this thread (or asyncio task) only.
+
+    ``warnings.catch_warnings`` swaps the process-wide filters and is not thread-safe; this sets a
+    context variable instead, which every other thread and task keeps seeing unset. For code that
+    validates requests it did not write, e.g. the simulator's server threads::
+
+        with ignored_field_warnings_suppressed():
+            request = KlingVideoRequest.model_validate(body)
+    """
+    token = _ignored_field_warnings.set(False)
+    try:
+        yield
+    finally:
+        _ignored_field_warnings.reset(token)
+
+
 def _warn_ignored(message: str) -> None:
     """Warn with :class:`KlingIgnoredFieldWarning`, attributed to the code that built the request."""
+    if not _ignored_field_warnings.get():
+        return
     frame = sys._getframe(1)
     level = 2
     # Skip this module's and pydantic's frames (validation runs several frames deep).

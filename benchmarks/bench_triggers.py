@@ -12,9 +12,9 @@ forward and every trigger sees ``Success`` on its next poll. It measures, for th
 * memory per trigger (RSS growth while the triggers run, divided by N);
 * the longest stall of the event loop (a 50 ms ticker's largest gap) and the connections opened.
 
-``--slots`` overrides ``MAX_CONCURRENT_STATUS_QUERIES`` (the per-loop bound on queries in flight) to
-compare bounds (it is capped by the shared client's pool limits); ``-1`` removes the bound, so every
-trigger's query queues in httpcore's connection pool, as it would without it.
+``--slots`` overrides ``hooks._clients.ASYNC_POOL_SIZE`` (the shared pool's connections and the per-loop
+bound on requests in flight) to compare bounds; ``-1`` removes the bound and restores the old pool (64
+connections, 32 kept alive), so every trigger's query queues in httpcore's connection pool.
 
 Run as a plain script (not a test)::
 
@@ -145,19 +145,23 @@ def main() -> int:
         import logging
 
         logging.disable(logging.WARNING)  # the story lines of thousands of triggers are not the benchmark
-        import airflow_provider_kling.triggers.kling as triggers_module
+        import httpx
+
+        from airflow_provider_kling.hooks import _clients
         from airflow_provider_kling.hooks.kling import KlingHook
         from airflow_provider_kling.testing.simulator_client import KlingSimulatorClient
 
         admin = KlingSimulatorClient(base_url)
-        default_slots = triggers_module.MAX_CONCURRENT_STATUS_QUERIES
-        bounded = triggers_module.status_query_slots
+        default_slots = _clients.ASYNC_POOL_SIZE
         rows = []
         for slots in args.slots:
-            triggers_module.MAX_CONCURRENT_STATUS_QUERIES = slots if slots > 0 else default_slots
-            triggers_module.status_query_slots = (  # type: ignore[assignment]
-                bounded if slots >= 0 else lambda: asyncio.Semaphore(1_000_000)
-            )
+            # Read when each run's loop creates its shared client and semaphore.
+            size = slots if slots > 0 else default_slots
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0)
+            if slots < 0:
+                size, limits = 1_000_000, httpx.Limits(max_connections=64, max_keepalive_connections=32)
+            _clients.ASYNC_POOL_SIZE = size  # type: ignore[misc]
+            _clients.ASYNC_LIMITS = limits  # type: ignore[misc]
             for count in args.triggers:
                 admin.reset()
                 admin.configure(task_seconds=3600)

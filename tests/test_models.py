@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import struct
+import threading
 import warnings
 import zlib
 from typing import Any
@@ -34,6 +35,7 @@ from airflow_provider_kling.models import (
     Sound,
     TaskStatus,
     VideoInput,
+    ignored_field_warnings_suppressed,
 )
 
 #: Every message starts with a rule ID (or ``spec``) and a body path, then a colon.
@@ -941,6 +943,26 @@ def test_ignored_field_warning_points_at_the_caller(make: Any) -> None:
     with pytest.warns(KlingIgnoredFieldWarning) as caught:
         make()
     assert [record.filename for record in caught] == [__file__]
+
+
+def test_ignored_field_warnings_suppressed_in_this_thread_only() -> None:
+    body = edit(duration=5)
+    inside = threading.Event()
+    thread = threading.Thread(target=lambda: inside.wait(10) and KlingVideoRequest.model_validate(body))
+    thread.start()
+    with warnings.catch_warnings(record=True) as caught:  # records every thread's warnings
+        warnings.simplefilter("always")
+        with ignored_field_warnings_suppressed():
+            inside.set()
+            thread.join(10)  # the other thread validated while this one suppressed
+            request = KlingVideoRequest.model_validate(body)
+    assert not thread.is_alive()
+    assert request.to_api_body() == body
+    found = [str(w.message) for w in caught if issubclass(w.category, KlingIgnoredFieldWarning)]
+    assert len(found) == 1  # the other thread's; none from this thread's block
+    assert found[0].startswith("R5 parameters.duration")
+    with pytest.warns(KlingIgnoredFieldWarning):
+        KlingVideoRequest.model_validate(body)  # and on again after the block
 
 
 def test_ignored_shots_are_still_checked_one_by_one() -> None:

@@ -37,7 +37,7 @@ from airflow_provider_kling.exceptions import (
     KlingTaskTimeoutError,
 )
 from airflow_provider_kling.get_provider_info import CONNECTION_UI_FIELD_BEHAVIOUR
-from airflow_provider_kling.hooks._clients import new_sync_client, shared_async_client
+from airflow_provider_kling.hooks._clients import new_sync_client, shared_async_pool
 from airflow_provider_kling.hooks._errors import (
     api_error,
     decode_json,
@@ -88,7 +88,8 @@ class KlingHook(BaseHook):
 
     Sync methods use one ``httpx.Client`` per hook instance (close it with :meth:`close` or use the hook as
     a context manager); async methods share one ``httpx.AsyncClient`` per event loop with every other hook
-    in the process, closed when the loop ends.
+    in the process, closed when the loop ends. At most 16 async requests are in flight at once per event
+    loop, over every hook on it (as many as the shared pool's connections); more wait their turn.
 
     :param kling_conn_id: the Airflow connection of the ModelVerse API.
     :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra.
@@ -240,10 +241,12 @@ class KlingHook(BaseHook):
         settings = await self.aget_settings()
         body = video_request.to_api_body()
         external_task_id = video_request.parameters.external_task_id
-        client = await shared_async_client()
+        client, slots = await shared_async_pool()
 
         async def attempt() -> str:
-            response = await self._asend(client, settings, "POST", SUBMIT_PATH, what="submit", json=body)
+            response = await self._asend(
+                client, slots, settings, "POST", SUBMIT_PATH, what="submit", json=body
+            )
             return self._submit_task_id(response, settings)
 
         task_id = await self._awith_retries(
@@ -277,11 +280,11 @@ class KlingHook(BaseHook):
         """
         what = self._status_what(task_id)
         settings = await self.aget_settings()
-        client = await shared_async_client()
+        client, slots = await shared_async_pool()
 
         async def attempt() -> KlingTask:
             response = await self._asend(
-                client, settings, "GET", STATUS_PATH, what=what, params={"task_id": task_id}
+                client, slots, settings, "GET", STATUS_PATH, what=what, params={"task_id": task_id}
             )
             return self._task(response, settings, what)
 
@@ -300,8 +303,9 @@ class KlingHook(BaseHook):
         Poll a task until it finishes and return it: ``Success`` or ``Failure`` (a failure is returned).
 
         Status errors within a query's retry budget are ridden out; a query that exhausts its retries is
-        logged and polling goes on until ``timeout``. Errors that polling cannot fix (a rejected key, an
-        unknown task, a bad request) are raised at once. An unknown status keeps polling.
+        logged and polling goes on until ``timeout`` (every error :meth:`is_retryable_error` accepts). Errors
+        that polling cannot fix (a rejected key, an unknown task, a bad request) are raised at once. An
+        unknown status keeps polling. The status is logged (INFO) when it changes, each poll at DEBUG.
 
         :param task_id: the API's task id.
         :param poll_interval: seconds between two status queries.
@@ -318,19 +322,37 @@ class KlingHook(BaseHook):
             try:
                 task = self._get_task(task_id, max_retries=None, deadline=deadline)
             except KlingError as error:
-                if decide(error, submit=False) is not Decision.RETRY:
+                if not self.is_retryable_error(error):
                     raise
                 self.log.warning("Status query of Kling task %s failed, polling on: %s", task_id, error)
             else:
+                self.log.debug("Kling task %s: status %s", task_id, task.status.value)
                 if task.status.is_terminal:
                     self.log.info("Kling task %s finished: %s", task_id, task.status.value)
                     return task
+                if task.status.value != last_status:
+                    self.log.info("Kling task %s is %s", task_id, task.status.value)
                 last_status = task.status.value
-                self.log.info("Kling task %s is %s", task_id, last_status)
             time_left = deadline - self.monotonic()
             if time_left <= 0:
                 raise KlingTaskTimeoutError(task_id, timeout, last_status)
             self.sleep(min(poll_interval, time_left))
+
+    @staticmethod
+    def is_retryable_error(error: BaseException) -> bool:
+        """
+        Whether a failed status query may pass if the caller queries again (what a waiter rides out).
+
+        The hook has already retried the query within its budget; a waiter (:meth:`wait_for_task`, the
+        trigger, the sensor) keeps polling within its own timeout through every error the hook's retry
+        policy calls retryable: rate limits, server faults (408/409/429/5xx, vendor codes 006001094 and
+        006001095), network failures and malformed answers. Auth, not-found, bad-request, task-creation
+        and configuration errors are final, and so is anything that is not a
+        :class:`~airflow_provider_kling.exceptions.KlingError`.
+
+        :param error: the exception a status query raised.
+        """
+        return isinstance(error, KlingError) and decide(error, submit=False) is Decision.RETRY
 
     @contextmanager
     def stream_result(self, url: str, *, kling_task_id: str, offset: int = 0) -> Iterator[httpx.Response]:
@@ -489,6 +511,7 @@ class KlingHook(BaseHook):
     @staticmethod
     async def _asend(
         client: httpx.AsyncClient,
+        slots: asyncio.Semaphore,
         settings: KlingSettings,
         method: str,
         path: str,
@@ -499,14 +522,17 @@ class KlingHook(BaseHook):
     ) -> httpx.Response:
         url = settings.url(path)
         try:
-            response = await client.request(
-                method,
-                url,
-                headers=settings.auth_headers(),
-                json=json,
-                params=params,
-                timeout=settings.timeout,
-            )
+            # The loop's slot is held while the request and its body are in flight (not while retrying):
+            # a burst waits here, in O(1), instead of in httpcore's pool queue.
+            async with slots:
+                response = await client.request(
+                    method,
+                    url,
+                    headers=settings.auth_headers(),
+                    json=json,
+                    params=params,
+                    timeout=settings.timeout,
+                )
         except httpx.RequestError as error:
             raise transport_error(error, what=what, url=url, api_key=settings.api_key) from error
         if not response.is_success:

@@ -18,7 +18,6 @@ from airflow_provider_kling.triggers.kling import (
     DEFAULT_WAIT_TIMEOUT,
     KlingTaskTrigger,
     finished_task_from_event,
-    is_transient,
 )
 
 if TYPE_CHECKING:
@@ -115,7 +114,7 @@ class KlingTaskSensor(BaseSensorOperator):
         try:
             task = self.hook.get_task(self.kling_task_id)
         except KlingError as error:
-            if not is_transient(error):
+            if not KlingHook.is_retryable_error(error):
                 raise
             self.log.warning(
                 "Kling task %s: status query failed (%s), trying again", self.kling_task_id, error

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID
 from airflow_provider_kling.exceptions import KlingError, KlingTaskFailedError, KlingTaskTimeoutError
-from airflow_provider_kling.hooks._clients import ASYNC_LIMITS
-from airflow_provider_kling.hooks._retry import Decision, decide
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingTask, TaskStatus
 
@@ -43,44 +40,6 @@ EVENT_ERROR: Final = "error"
 #: ``reason`` values of an ``error`` event.
 REASON_TIMEOUT: Final = "timeout"
 REASON_API_ERROR: Final = "api_error"
-
-
-#: Most status queries in flight at once on one event loop, over every Kling trigger on it. A burst beyond
-#: it waits on a semaphore, in O(1); httpcore's pool costs O(connections x queued requests) per request
-#: and churns connections beyond its keep-alive limit (measured in ``benchmarks/RESULTS.md``). At 16, a
-#: 300 ms API latency still allows ~50 queries/s: 1,500 triggers polling every 30 s.
-MAX_CONCURRENT_STATUS_QUERIES: Final = 16
-
-_query_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def status_query_slots() -> asyncio.Semaphore:
-    """Return the running loop's semaphore bounding the status queries of every Kling trigger on it."""
-    loop = asyncio.get_running_loop()
-    slots = _query_slots.get(loop)
-    if slots is None:
-        pool = (
-            MAX_CONCURRENT_STATUS_QUERIES,
-            ASYNC_LIMITS.max_connections,
-            ASYNC_LIMITS.max_keepalive_connections,
-        )
-        slots = _query_slots[loop] = asyncio.Semaphore(min(filter(None, pool)))
-    return slots
-
-
-def is_transient(error: KlingError) -> bool:
-    """
-    Whether a failed status query may pass if the caller keeps polling.
-
-    The hook has already retried the query within its budget; a waiter keeps polling (within its own
-    timeout) through every error the hook's retry policy calls retryable: rate limits, server faults,
-    network failures, malformed answers. Auth, not-found, bad-request and configuration errors are final.
-
-    :param error: the exception a status query raised.
-    """
-    return decide(error, submit=False) is Decision.RETRY
 
 
 def finished_task_from_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -122,9 +81,11 @@ class KlingTaskTrigger(BaseTrigger):
     Wait for a Kling task to finish by polling its status, and fire one event.
 
     Thousands of these can run on one triggerer: each creates one :class:`KlingHook` per run (not per
-    poll), and every hook shares one HTTP connection pool per event loop and connection. Transient API
-    errors (rate limits, 5xx, network failures) are retried by the hook and then ridden out by polling
-    again until ``timeout``; an auth, not-found or bad-request error ends the wait with an ``api_error``.
+    poll), and every hook shares one bounded HTTP connection pool per event loop (the hook also bounds the
+    requests in flight on the loop). Transient API errors (rate limits, 5xx, network failures) are retried
+    by the hook and then ridden out by polling again until ``timeout``
+    (:meth:`KlingHook.is_retryable_error`); an auth, not-found or bad-request error ends the wait with an
+    ``api_error``.
 
     The trigger enforces its own ``timeout`` (Airflow's defer timeout is not enforced under
     ``airflow dags test``) against a wall-clock ``deadline`` fixed when the trigger is first created, so a
@@ -189,10 +150,9 @@ class KlingTaskTrigger(BaseTrigger):
         last_status: TaskStatus | None = None
         while True:
             try:
-                async with status_query_slots():
-                    task: KlingTask = await hook.aget_task(self.kling_task_id)
+                task: KlingTask = await hook.aget_task(self.kling_task_id)
             except KlingError as error:
-                if not is_transient(error):
+                if not KlingHook.is_retryable_error(error):
                     self.log.error("Kling task %s: status query refused: %s", self.kling_task_id, error)
                     return self._error(REASON_API_ERROR, str(error), last_status)
                 self.log.warning(

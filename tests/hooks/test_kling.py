@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -737,6 +738,46 @@ def test_wait_retries_stop_at_the_deadline(hook: KlingHook, api: respx.MockRoute
     assert sum(clock.sleeps) <= 30
 
 
+def test_wait_logs_a_status_when_it_changes(hook: KlingHook, api: respx.MockRouter, clock: Clock) -> None:
+    api.get("/v1/tasks/status").mock(
+        side_effect=statuses("Pending", "Pending", "Running", "Running", "Running", "Success")
+    )
+    hook._log = log = mock.Mock()
+    assert hook.wait_for_task("task-1", poll_interval=1, timeout=60).status is TaskStatus.SUCCESS
+
+    def lines(method: mock.Mock) -> list[str]:
+        return [call.args[0] % call.args[1:] for call in method.call_args_list]
+
+    assert lines(log.info) == [
+        "Kling task task-1 is Pending",
+        "Kling task task-1 is Running",
+        "Kling task task-1 finished: Success",
+    ]
+    assert [line for line in lines(log.debug) if line.startswith("Kling task task-1: status")] == [
+        f"Kling task task-1: status {name}"
+        for name in ("Pending", "Pending", "Running", "Running", "Running", "Success")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        pytest.param(KlingRateLimitError("slow down", status_code=429), True, id="429"),
+        pytest.param(KlingServerError("down", status_code=503), True, id="503"),
+        pytest.param(KlingAPIError("conflict", status_code=409), True, id="409"),
+        pytest.param(KlingTransportError("reset", sent=True), True, id="transport-sent"),
+        pytest.param(KlingTransportError("refused", sent=False), True, id="transport-not-sent"),
+        pytest.param(KlingAuthError("no", status_code=401), False, id="401"),
+        pytest.param(KlingNotFoundError("gone", status_code=404), False, id="404"),
+        pytest.param(KlingBadRequestError("bad", status_code=400), False, id="400"),
+        pytest.param(KlingConnectionConfigError("no host"), False, id="config"),
+        pytest.param(ValueError("not a Kling error"), False, id="other"),
+    ],
+)
+def test_is_retryable_error(error: BaseException, retryable: bool) -> None:
+    assert KlingHook.is_retryable_error(error) is retryable
+
+
 @pytest.mark.parametrize(("poll_interval", "timeout"), [(0, 10), (-1, 10), (1, -1)])
 def test_wait_checks_its_arguments(hook: KlingHook, poll_interval: float, timeout: float) -> None:
     with pytest.raises(ValueError, match="must"):
@@ -1035,6 +1076,47 @@ async def test_one_async_client_shared_by_every_hook(
     assert {id(client) for client in used} == {id(await _clients.shared_async_client())}
     assert len(_clients._clients) >= 1
     assert not used[0].is_closed
+
+
+async def test_async_requests_in_flight_bounded_per_loop(
+    connection: None, api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_flight = peak = 0
+    original = httpx.AsyncClient.request
+
+    async def slow(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return await original(self, *args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(httpx.AsyncClient, "request", slow)
+    api.get("/v1/tasks/status").mock(return_value=httpx.Response(200, json=status_body()))
+    api.post("/v1/tasks/submit").mock(return_value=submit_ok())
+    hooks = [KlingHook(CONN_ID) for _ in range(100)]
+    await asyncio.gather(
+        *(h.aget_task("task-1") for h in hooks), *(h.asubmit_task(REQUEST) for h in hooks[:20])
+    )
+    assert peak == _clients.ASYNC_POOL_SIZE
+    client, slots = await _clients.shared_async_pool()
+    assert client is await _clients.shared_async_client()
+    assert not slots.locked()  # every slot given back
+
+
+def test_pool_keeps_alive_every_connection_it_may_open() -> None:
+    limits = _clients.ASYNC_LIMITS
+    assert limits.max_connections == limits.max_keepalive_connections == _clients.ASYNC_POOL_SIZE
+
+
+def test_each_loop_gets_its_own_request_slots(connection: None) -> None:
+    async def slots() -> asyncio.Semaphore:
+        return (await _clients.shared_async_pool())[1]
+
+    assert asyncio.run(slots()) is not asyncio.run(slots())
 
 
 async def test_shared_async_client_carries_no_key(connection: None, api: respx.MockRouter) -> None:

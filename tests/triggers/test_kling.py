@@ -22,12 +22,9 @@ from airflow_provider_kling.exceptions import (
     KlingTaskFailedError,
     KlingTaskTimeoutError,
 )
+from airflow_provider_kling.hooks._clients import ASYNC_POOL_SIZE
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.triggers.kling import (
-    MAX_CONCURRENT_STATUS_QUERIES,
-    KlingTaskTrigger,
-    finished_task_from_event,
-)
+from airflow_provider_kling.triggers.kling import KlingTaskTrigger, finished_task_from_event
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -504,7 +501,7 @@ async def test_500_triggers_share_one_pool_and_never_block_the_loop(
     connections = stats["connections"]["total"] - connections_before
     assert status_requests >= (polls_each + 1) * count
     # One bounded pool: at most as many connections as status queries in flight, each reused many times.
-    assert connections <= MAX_CONCURRENT_STATUS_QUERIES
+    assert connections <= ASYNC_POOL_SIZE
     assert connections * 20 <= status_requests
     assert dict(blocking.calls) == {}
     assert watchdog.ticks > 10
