@@ -492,21 +492,10 @@ class KlingHook(BaseHook):
     ) -> httpx.Response:
         url = settings.url(path)
         try:
-            response = client.request(
-                method,
-                url,
-                headers=settings.auth_headers(),
-                json=json,
-                params=params,
-                timeout=settings.timeout,
-            )
+            response = client.request(method, url, **KlingHook._request_options(settings, json, params))
         except httpx.RequestError as error:
             raise transport_error(error, what=what, url=url, api_key=settings.api_key) from error
-        if not response.is_success:
-            raise api_error(
-                response.status_code, response.headers, response.content, what=what, api_key=settings.api_key
-            )
-        return response
+        return KlingHook._checked(response, settings, what)
 
     @staticmethod
     async def _asend(
@@ -526,15 +515,25 @@ class KlingHook(BaseHook):
             # a burst waits here, in O(1), instead of in httpcore's pool queue.
             async with slots:
                 response = await client.request(
-                    method,
-                    url,
-                    headers=settings.auth_headers(),
-                    json=json,
-                    params=params,
-                    timeout=settings.timeout,
+                    method, url, **KlingHook._request_options(settings, json, params)
                 )
         except httpx.RequestError as error:
             raise transport_error(error, what=what, url=url, api_key=settings.api_key) from error
+        return KlingHook._checked(response, settings, what)
+
+    @staticmethod
+    def _request_options(settings: KlingSettings, json: Any, params: dict[str, str] | None) -> dict[str, Any]:
+        """Options both transports send: the key's header, the body, the query, the timeout."""
+        return {
+            "headers": settings.auth_headers(),
+            "json": json,
+            "params": params,
+            "timeout": settings.timeout,
+        }
+
+    @staticmethod
+    def _checked(response: httpx.Response, settings: KlingSettings, what: str) -> httpx.Response:
+        """Return a successful response; raise the error an unsuccessful one maps to."""
         if not response.is_success:
             raise api_error(
                 response.status_code, response.headers, response.content, what=what, api_key=settings.api_key
