@@ -31,3 +31,13 @@ RESULT_URL_TTL_HOURS: Final = 24
 
 #: How many bytes of an error body are kept on an exception.
 ERROR_BODY_EXCERPT_BYTES: Final = 512
+
+#: Default seconds between two status queries of a wait (trigger, sensor, operator, ``wait_for_task``).
+DEFAULT_POLL_INTERVAL: Final = 30.0
+#: Default seconds a wait may take, from the moment it starts.
+DEFAULT_WAIT_TIMEOUT: Final = 3600.0
+#: Largest accepted poll interval: a day, the life of a result URL (a longer interval could first see a
+#: ``Success`` after its URLs expired).
+MAX_POLL_INTERVAL: Final = RESULT_URL_TTL_HOURS * 3600.0
+#: Largest accepted wait timeout: a week, Airflow's default sensor timeout (``[sensors] default_timeout``).
+MAX_WAIT_TIMEOUT: Final = 7 * 24 * 3600.0

@@ -52,6 +52,89 @@ _VENDOR_CODES: Final = frozenset(
 _SUCCESS_CODES: Final = frozenset({"", "0", "200", "ok", "success", "succeeded"})
 #: Transport failures that prove the request never reached the server.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+#: The largest API answer read (status and submit answers are a few hundred bytes).
+MAX_ANSWER_BYTES: Final = 1024 * 1024
+#: What httpx, h11 or the JSON decoder may raise on a garbled answer instead of their own errors (a
+#: 5,000-digit ``Content-Length`` is a ``ValueError``, 5 KB of ``[`` a ``RecursionError``).
+GARBLED_ANSWER_ERRORS: Final = (ValueError, TypeError, OverflowError, LookupError, RecursionError)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """
+    An API answer, read whole: its status, headers and body.
+
+    :param status_code: the HTTP status.
+    :param headers: the response headers.
+    :param content: the body (at most :data:`MAX_ANSWER_BYTES`).
+    """
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
+class AnswerReader:
+    """
+    Collects an answer's body chunk by chunk, refusing one larger than :data:`MAX_ANSWER_BYTES`.
+
+    :param status_code: the answer's HTTP status.
+    :param what: the operation, for the message.
+    """
+
+    def __init__(self, status_code: int, *, what: str) -> None:
+        self.status_code = status_code
+        self.what = what
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        """
+        Keep one more chunk of the body.
+
+        :param chunk: the bytes.
+        :raises KlingServerError: the body outgrew :data:`MAX_ANSWER_BYTES`.
+        """
+        self.size += len(chunk)
+        if self.size > MAX_ANSWER_BYTES:
+            raise KlingServerError(
+                f"Kling {self.what} failed: the API answered {self.status_code} with a body of more than "
+                f"{MAX_ANSWER_BYTES} bytes",
+                status_code=self.status_code,
+            )
+        self.chunks.append(chunk)
+
+    def answer(self, headers: httpx.Headers) -> Answer:
+        """Return the whole answer."""
+        return Answer(self.status_code, headers, b"".join(self.chunks))
+
+
+def late_answer_error(*, what: str, url: str, seconds: float) -> KlingTransportError:
+    """
+    Build the exception for an answer that did not arrive whole within its time (a trickling body).
+
+    :param what: the operation, for the message.
+    :param url: the URL requested (its query string is left out).
+    :param seconds: the time it had.
+    """
+    return KlingTransportError(
+        f"Kling {what} got no complete answer from {url.split('?', 1)[0]} within {seconds:.3g} s",
+        sent=True,
+    )
+
+
+def garbled_answer_error(error: BaseException, *, what: str, url: str) -> KlingTransportError:
+    """
+    Build the exception for an answer so garbled that the HTTP or JSON layer failed on it.
+
+    :param error: what that layer raised.
+    :param what: the operation, for the message.
+    :param url: the URL requested (its query string is left out).
+    """
+    return KlingTransportError(
+        f"Kling {what} got a garbled answer from {url.split('?', 1)[0]} ({type(error).__name__})",
+        sent=True,
+    )
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -315,9 +398,12 @@ def decode_json(content: bytes) -> Any:
     Decode a JSON body.
 
     :param content: the body bytes.
-    :raises ValueError: the body is not JSON.
+    :raises ValueError: the body is not JSON (or nests too deeply to decode).
     """
-    return json.loads(content)
+    try:
+        return json.loads(content)
+    except RecursionError:
+        raise ValueError("the JSON nests too deeply") from None
 
 
 def _json_or_none(content: bytes) -> object:

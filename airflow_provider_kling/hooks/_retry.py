@@ -15,9 +15,13 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from airflow_provider_kling.constants import RETRYABLE_STATUS_CODES
+from airflow_provider_kling.constants import (
+    RETRYABLE_STATUS_CODES,
+    VENDOR_CODE_RESOURCES_INSUFFICIENT,
+    VENDOR_CODE_TASK_CREATION_ERROR,
+)
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthError,
@@ -35,6 +39,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+#: Statuses that prove a submit created nothing: the API refused the request or the key.
+_NOTHING_CREATED_STATUSES: Final = frozenset({400, 401, 403, 422})
+
+
 class Decision(enum.Enum):
     """What to do after a failed call."""
 
@@ -50,27 +58,43 @@ def decide(error: KlingError, *, submit: bool) -> Decision:
     """
     Decide whether a failed call may be retried.
 
-    Retried: 408/409/429/5xx, vendor codes 006001094/006001095, a malformed 2xx body and transport
-    errors. Never retried: 400/401/403/404/422, vendor code 006001099, any other status. For a submit,
-    only 429/006001094 and transport errors with ``sent=False`` are retried; every other retryable
-    failure is ambiguous (the server may have created the task) and gives :attr:`Decision.UNCERTAIN`.
+    A status query (``submit=False``) is retried on 408/409/429/5xx, vendor codes 006001094/006001095, a
+    malformed 2xx body and transport errors; never on 400/401/403/404/422, vendor code 006001099 or any
+    other status.
+
+    A submit is billed, so only proof that no task was created counts: a request that never left
+    (``sent=False``) and 429 / vendor code 006001094 are retried; vendor code 006001099 and 400/422/401/403
+    are raised. Everything else after the request may have been sent (a 5xx, a timeout, a reset, an error
+    inside a 2xx, an unreadable body, an unexpected status) gives :attr:`Decision.UNCERTAIN`.
 
     :param error: the error the call raised.
     :param submit: whether the call was a submit.
     """
-    if isinstance(error, KlingTransportError):
-        if not error.sent:
-            return Decision.RETRY
-        return Decision.UNCERTAIN if submit else Decision.RETRY
-    if isinstance(error, KlingRateLimitError):
+    if submit:
+        return _decide_submit(error)
+    if isinstance(error, KlingTransportError | KlingRateLimitError):
         return Decision.RETRY
     if isinstance(error, KlingBadRequestError | KlingAuthError | KlingNotFoundError | KlingTaskCreationError):
         return Decision.RAISE
     if isinstance(error, KlingServerError) or (
         isinstance(error, KlingAPIError) and error.status_code in RETRYABLE_STATUS_CODES
     ):
-        return Decision.UNCERTAIN if submit else Decision.RETRY
+        return Decision.RETRY
     return Decision.RAISE
+
+
+def _decide_submit(error: KlingError) -> Decision:
+    if isinstance(error, KlingTransportError):
+        return Decision.UNCERTAIN if error.sent else Decision.RETRY
+    if not isinstance(error, KlingAPIError):
+        return Decision.UNCERTAIN
+    if error.vendor_code == VENDOR_CODE_RESOURCES_INSUFFICIENT or (
+        error.status_code == 429 and isinstance(error, KlingRateLimitError)
+    ):
+        return Decision.RETRY
+    if error.vendor_code == VENDOR_CODE_TASK_CREATION_ERROR or error.status_code in _NOTHING_CREATED_STATUSES:
+        return Decision.RAISE
+    return Decision.UNCERTAIN
 
 
 @dataclass(frozen=True, slots=True)

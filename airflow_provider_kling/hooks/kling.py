@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import time
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Self, TypeVar
 
 import httpx
@@ -21,27 +21,42 @@ from pydantic import ValidationError
 from airflow_provider_kling.constants import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
     HOOK_NAME,
     STATUS_PATH,
     SUBMIT_PATH,
 )
 from airflow_provider_kling.exceptions import (
-    KlingAPIError,
     KlingAuthError,
     KlingBadRequestError,
     KlingConnectionConfigError,
     KlingError,
     KlingNotFoundError,
-    KlingResultExpiredError,
     KlingSubmitUncertainError,
     KlingTaskTimeoutError,
+    KlingTransportError,
 )
 from airflow_provider_kling.get_provider_info import CONNECTION_UI_FIELD_BEHAVIOUR
 from airflow_provider_kling.hooks._clients import new_sync_client, shared_async_pool
+from airflow_provider_kling.hooks._download import (
+    DEFAULT_DOWNLOAD_RETRY_DELAY,
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_DOWNLOAD_ATTEMPTS,
+    DEFAULT_MAX_RESULT_BYTES,
+    DownloadLimits,
+    KlingResultStream,
+    checked_result_url,
+)
 from airflow_provider_kling.hooks._errors import (
+    GARBLED_ANSWER_ERRORS,
+    Answer,
+    AnswerReader,
     api_error,
     decode_json,
     embedded_error,
+    garbled_answer_error,
+    late_answer_error,
     malformed_response_error,
     transport_error,
 )
@@ -52,28 +67,48 @@ from airflow_provider_kling.hooks._settings import (
     check_timeout,
     settings_from_connection,
 )
-from airflow_provider_kling.models import KlingSubmitResult, KlingTask, KlingVideoRequest
+from airflow_provider_kling.models import (
+    KlingSubmitResult,
+    KlingTask,
+    KlingVideoRequest,
+    TaskStatus,
+    check_kling_task_id,
+)
+from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeout, no_result_error
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
     from airflow.sdk import Connection
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "DEFAULT_WAIT_TIMEOUT", "KlingHook", "KlingSettings"]
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_WAIT_TIMEOUT",
+    "KlingHook",
+    "KlingResultStream",
+    "KlingSettings",
+    "checked_finished_task",
+]
 
-#: Default seconds between two status queries of :meth:`KlingHook.wait_for_task`.
-DEFAULT_POLL_INTERVAL: Final = 30.0
-#: Default seconds :meth:`KlingHook.wait_for_task` waits for a task.
-DEFAULT_WAIT_TIMEOUT: Final = 3600.0
-#: Statuses of a result URL that mean "expired" (presigned URLs answer 403 once past their expiry).
-_EXPIRED_STATUSES: Final = frozenset({403, 404, 410})
-#: How much of an error body of a result URL is read for the exception.
-_ERROR_BODY_READ_LIMIT: Final = 64 * 1024
 #: A made-up task id for :meth:`KlingHook.test_connection`.
 _PROBE_TASK_ID: Final = "airflow-connection-test-0000000000"
 
 _T = TypeVar("_T")
+
+
+def request_options(
+    settings: KlingSettings, json: Any, params: dict[str, str] | None, seconds: float
+) -> dict[str, Any]:
+    """
+    Options every API request sends: the key's header, the body, the query and its time.
+
+    :param settings: the connection's settings.
+    :param json: the JSON body, if any.
+    :param params: the query, if any.
+    :param seconds: the request's connect/read/write/pool timeout.
+    """
+    return {"headers": settings.auth_headers(), "json": json, "params": params, "timeout": seconds}
 
 
 class KlingHook(BaseHook):
@@ -196,32 +231,37 @@ class KlingHook(BaseHook):
         Submit a video task and return its task id.
 
         A mapping is validated as a :class:`KlingVideoRequest` first, so an invalid request makes no HTTP
-        call. The submit is retried only where the API provably created no task (429, vendor code
-        006001094, a connection that never opened); after an ambiguous failure it is not retried.
+        call. Every task is billed, so once the request may have reached the server, only an answer that
+        proves no task was created counts as a failure (429 or vendor code 006001094, which are retried;
+        006001099, 400/422, 401/403, which are raised); anything else (a 5xx, a timeout, a reset, an error
+        inside a 2xx, a body that cannot be read) raises :class:`KlingSubmitUncertainError` and is never
+        resent.
 
         :param request: the request, or its documented JSON body.
         :param max_retries: overrides the connection's retry budget for this call.
         :raises pydantic.ValidationError: the request breaks an API rule (the message names the rule).
         :raises ValueError: the request still holds ``s3://`` inputs (resolve them to URLs first).
         :raises KlingSubmitUncertainError: the submit failed in a way that may have created a task.
-        :raises KlingAPIError: the API refused the request.
+        :raises KlingAPIError: the API refused the request, proving that it created no task.
         """
         video_request = self._validated(request)
         settings = self.settings
         body = video_request.to_api_body()
-        external_task_id = video_request.parameters.external_task_id
         client = self.get_conn()
 
-        def attempt() -> str:
-            response = self._send(client, settings, "POST", SUBMIT_PATH, what="submit", json=body)
-            return self._submit_task_id(response, settings)
+        def attempt(deadline: float | None) -> str:
+            answer = self._send(
+                client, settings, "POST", SUBMIT_PATH, what="submit", deadline=deadline, json=body
+            )
+            return self._submit_task_id(answer, settings)
 
         task_id = self._with_retries(
             attempt,
             what="submit",
             submit=True,
             max_retries=self._budget(settings, max_retries),
-            external_task_id=external_task_id,
+            external_task_id=video_request.parameters.external_task_id,
+            deadline=None,
         )
         self.log.info("Submitted Kling task %s", task_id)
         return task_id
@@ -240,56 +280,85 @@ class KlingHook(BaseHook):
         video_request = self._validated(request)
         settings = await self.aget_settings()
         body = video_request.to_api_body()
-        external_task_id = video_request.parameters.external_task_id
         client, slots = await shared_async_pool()
 
-        async def attempt() -> str:
-            response = await self._asend(
-                client, slots, settings, "POST", SUBMIT_PATH, what="submit", json=body
+        async def attempt(deadline: float | None) -> str:
+            answer = await self._asend(
+                client, slots, settings, "POST", SUBMIT_PATH, what="submit", deadline=deadline, json=body
             )
-            return self._submit_task_id(response, settings)
+            return self._submit_task_id(answer, settings)
 
         task_id = await self._awith_retries(
             attempt,
             what="submit",
             submit=True,
             max_retries=self._budget(settings, max_retries),
-            external_task_id=external_task_id,
+            external_task_id=video_request.parameters.external_task_id,
+            deadline=None,
         )
         self.log.info("Submitted Kling task %s", task_id)
         return task_id
 
-    def get_task(self, task_id: str, *, max_retries: int | None = None) -> KlingTask:
+    def get_task(
+        self, task_id: str, *, max_retries: int | None = None, timeout: float | None = None
+    ) -> KlingTask:
         """
         Return a task's status (status queries are free: every retryable failure is retried).
 
         :param task_id: the API's task id.
         :param max_retries: overrides the connection's retry budget for this call.
+        :param timeout: seconds the whole call may take, retries and reading the answers included (each
+            request is also bounded by the connection's ``timeout``).
+        :raises ValueError: ``task_id`` is not a valid Kling task id.
         :raises KlingNotFoundError: the API does not know the task.
         :raises KlingAPIError: the query failed (after the retries, where retrying can help).
-        :raises KlingTransportError: the API could not be reached (after the retries).
+        :raises KlingTransportError: the API could not be reached, or did not answer in time.
         """
-        return self._get_task(task_id, max_retries=max_retries, deadline=None)
+        return self._get_task(task_id, max_retries=max_retries, deadline=self._deadline(timeout))
 
-    async def aget_task(self, task_id: str, *, max_retries: int | None = None) -> KlingTask:
+    async def aget_task(
+        self,
+        task_id: str,
+        *,
+        max_retries: int | None = None,
+        # The hook must know its deadline (not only be cancelled at it): a retry that cannot fit is not
+        # slept for, and the last real error is raised instead of a bare cancellation.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> KlingTask:
         """
         Return a task's status without blocking the event loop (what the trigger polls with).
 
+        The whole call (waiting for one of the loop's request slots, the requests, their bodies and the
+        retries) ends within ``timeout``: pass what is left of the caller's own wait.
+
         :param task_id: the API's task id.
         :param max_retries: overrides the connection's retry budget for this call.
+        :param timeout: seconds the whole call may take.
         """
         what = self._status_what(task_id)
+        deadline = self._deadline(timeout)
         settings = await self.aget_settings()
         client, slots = await shared_async_pool()
 
-        async def attempt() -> KlingTask:
-            response = await self._asend(
-                client, slots, settings, "GET", STATUS_PATH, what=what, params={"task_id": task_id}
+        async def attempt(attempt_deadline: float | None) -> KlingTask:
+            answer = await self._asend(
+                client,
+                slots,
+                settings,
+                "GET",
+                STATUS_PATH,
+                what=what,
+                deadline=attempt_deadline,
+                params={"task_id": task_id},
             )
-            return self._task(response, settings, what)
+            return self._task(answer, settings, what, task_id)
 
         return await self._awith_retries(
-            attempt, what=what, submit=False, max_retries=self._budget(settings, max_retries)
+            attempt,
+            what=what,
+            submit=False,
+            max_retries=self._budget(settings, max_retries),
+            deadline=deadline,
         )
 
     def wait_for_task(
@@ -305,20 +374,22 @@ class KlingHook(BaseHook):
         Status errors within a query's retry budget are ridden out; a query that exhausts its retries is
         logged and polling goes on until ``timeout`` (every error :meth:`is_retryable_error` accepts). Errors
         that polling cannot fix (a rejected key, an unknown task, a bad request) are raised at once. An
-        unknown status keeps polling. The status is logged (INFO) when it changes, each poll at DEBUG.
+        unknown status keeps polling. No query, retry or read outlives ``timeout``. The status is logged
+        (INFO) when it changes, each poll at DEBUG.
 
         :param task_id: the API's task id.
         :param poll_interval: seconds between two status queries.
         :param timeout: seconds the whole wait may take.
         :raises KlingTaskTimeoutError: the task did not finish within ``timeout``.
+        :raises KlingTaskNotReadyError: the task succeeded without any result URL.
         """
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
-        if timeout < 0:
-            raise ValueError(f"timeout must not be negative, got {timeout!r}")
+        poll_interval = check_poll_interval(poll_interval)
+        timeout = check_wait_timeout(timeout)
         deadline = self.monotonic() + timeout
         last_status: str | None = None
         while True:
+            if deadline - self.monotonic() <= 0:
+                raise KlingTaskTimeoutError(task_id, timeout, last_status)
             try:
                 task = self._get_task(task_id, max_retries=None, deadline=deadline)
             except KlingError as error:
@@ -329,14 +400,11 @@ class KlingHook(BaseHook):
                 self.log.debug("Kling task %s: status %s", task_id, task.status.value)
                 if task.status.is_terminal:
                     self.log.info("Kling task %s finished: %s", task_id, task.status.value)
-                    return task
+                    return checked_finished_task(task)
                 if task.status.value != last_status:
                     self.log.info("Kling task %s is %s", task_id, task.status.value)
                 last_status = task.status.value
-            time_left = deadline - self.monotonic()
-            if time_left <= 0:
-                raise KlingTaskTimeoutError(task_id, timeout, last_status)
-            self.sleep(min(poll_interval, time_left))
+            self.sleep(max(0.0, min(poll_interval, deadline - self.monotonic())))
 
     @staticmethod
     def is_retryable_error(error: BaseException) -> bool:
@@ -354,56 +422,59 @@ class KlingHook(BaseHook):
         """
         return isinstance(error, KlingError) and decide(error, submit=False) is Decision.RETRY
 
-    @contextmanager
-    def stream_result(self, url: str, *, kling_task_id: str, offset: int = 0) -> Iterator[httpx.Response]:
+    def stream_result(
+        self,
+        url: str,
+        *,
+        kling_task_id: str,
+        max_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_DOWNLOAD_ATTEMPTS,
+        retry_delay: float = DEFAULT_DOWNLOAD_RETRY_DELAY,
+    ) -> KlingResultStream:
         """
-        Open a result URL and yield the streaming ``httpx.Response`` (read it with ``iter_bytes()``).
+        Open a result URL for download; use the stream as a context manager and iterate over its bytes.
 
-        Result URLs are presigned: the API key is sent only when the URL is under the API base URL. With
-        ``offset > 0`` a ``Range: bytes=<offset>-`` request is made and a ``206`` expected. Opening is
-        retried like a status query; a failure while reading the body raises
-        :class:`~airflow_provider_kling.exceptions.KlingTransportError` (``sent=True``) out of the block,
-        so that the caller can resume from the bytes it has.
+        ``with hook.stream_result(url, kling_task_id=tid) as result: for chunk in result: ...``. The
+        download is bounded (``max_bytes``, ``timeout``), follows at most a few redirects by hand (never to
+        link-local addresses, never from https to http, never to loopback or private addresses unless the
+        URL itself is on one), decodes gzip itself, proves the body complete, and resumes a broken body
+        with ``Range`` (see :class:`~airflow_provider_kling.hooks._download.KlingResultStream`). Result URLs
+        are presigned: the API key is sent only when the URL is under the API base URL, and never on a
+        redirect.
 
         :param url: the result URL (``output.urls[i]`` of a finished task).
         :param kling_task_id: the task the URL belongs to, for the error messages.
-        :param offset: the byte to start at (for a resumed download).
+        :param max_bytes: the largest video accepted, in bytes (default 1 GiB).
+        :param timeout: seconds the whole download may take, resumes included (default 1800).
+        :param max_attempts: requests in all: the first one and the ``Range`` resumes (default 3).
+        :param retry_delay: seconds before the first resume, doubling after each (default 1).
+        :raises ValueError: the URL is not an http(s) URL, or a bound is invalid.
         :raises KlingResultExpiredError: the URL answered 403, 404 or 410: it has expired.
-        :raises KlingAPIError: the URL answered another error, or ignored the ``Range`` request.
+        :raises KlingResultDownloadError: the video could not be had whole within the bounds.
         """
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a whole number of bytes >= 0, got {offset!r}")
+        check_kling_task_id(kling_task_id)
         settings = self.settings
-        target = _checked_result_url(url)
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        if settings.is_api_url(url):
-            headers.update(settings.auth_headers())
-        what = f"result download of task {kling_task_id}"
-        client = self.get_conn()
-
-        def attempt() -> httpx.Response:
-            request = client.build_request("GET", url, headers=headers, timeout=settings.timeout)
-            try:
-                response = client.send(request, stream=True, follow_redirects=True)
-            except httpx.RequestError as error:
-                raise transport_error(error, what=what, url=target, api_key=settings.api_key) from error
-            try:
-                self._check_result_response(response, settings, what, kling_task_id, offset)
-            except BaseException:
-                response.close()
-                raise
-            return response
-
-        self.log.info(
-            "Downloading the result of Kling task %s from %s (offset %d)", kling_task_id, target, offset
+        limits = DownloadLimits(
+            max_bytes=max_bytes,
+            timeout=timeout,
+            read_timeout=settings.timeout,
+            max_attempts=max_attempts,
+            retry_delay=retry_delay,
         )
-        response = self._with_retries(attempt, what=what, submit=False, max_retries=settings.max_retries)
-        try:
-            yield response
-        except (httpx.TransportError, httpx.DecodingError) as error:
-            raise transport_error(error, what=what, url=target, api_key=settings.api_key) from error
-        finally:
-            response.close()
+        checked_result_url(url)
+        headers = {"Authorization": settings.api_key} if settings.is_api_url(url) else {}
+        stream = KlingResultStream(
+            self.get_conn(),
+            url,
+            kling_task_id=kling_task_id,
+            headers=headers,
+            limits=limits,
+            sleep=self.sleep,
+            monotonic=self.monotonic,
+        )
+        self.log.info("Downloading the result of Kling task %s from %s", kling_task_id, stream.url)
+        return stream
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -432,16 +503,30 @@ class KlingHook(BaseHook):
 
     # -- internals ------------------------------------------------------------------------------------------
 
+    def _deadline(self, timeout: float | None) -> float | None:
+        """The monotonic time a call given ``timeout`` seconds must end by (``None``: no deadline)."""
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout):
+            raise ValueError(f"timeout must be a finite number of seconds, got {timeout!r}")
+        return self.monotonic() + timeout
+
     def _get_task(self, task_id: str, *, max_retries: int | None, deadline: float | None) -> KlingTask:
         what = self._status_what(task_id)
         settings = self.settings
         client = self.get_conn()
 
-        def attempt() -> KlingTask:
-            response = self._send(
-                client, settings, "GET", STATUS_PATH, what=what, params={"task_id": task_id}
+        def attempt(attempt_deadline: float | None) -> KlingTask:
+            answer = self._send(
+                client,
+                settings,
+                "GET",
+                STATUS_PATH,
+                what=what,
+                deadline=attempt_deadline,
+                params={"task_id": task_id},
             )
-            return self._task(response, settings, what)
+            return self._task(answer, settings, what, task_id)
 
         return self._with_retries(
             attempt,
@@ -469,9 +554,7 @@ class KlingHook(BaseHook):
 
     @staticmethod
     def _status_what(task_id: str) -> str:
-        if not isinstance(task_id, str) or not task_id.strip():
-            raise ValueError(f"task_id must be a non-empty Kling task id, got {task_id!r}")
-        return f"status query of task {task_id}"
+        return f"status query of task {check_kling_task_id(task_id, field='task_id')}"
 
     @staticmethod
     def _budget(settings: KlingSettings, max_retries: int | None) -> int:
@@ -479,26 +562,37 @@ class KlingHook(BaseHook):
             return settings.max_retries
         return check_max_retries(max_retries, "max_retries")
 
-    @staticmethod
     def _send(
+        self,
         client: httpx.Client,
         settings: KlingSettings,
         method: str,
         path: str,
         *,
         what: str,
+        deadline: float | None,
         json: Any = None,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
+        """Send one API request and read its whole answer within the connection's timeout and ``deadline``."""
         url = settings.url(path)
+        seconds = self._attempt_seconds(settings, deadline, what)
+        ends = self.monotonic() + seconds
         try:
-            response = client.request(method, url, **KlingHook._request_options(settings, json, params))
+            with client.stream(method, url, **request_options(settings, json, params, seconds)) as response:
+                reader = AnswerReader(response.status_code, what=what)
+                for chunk in response.iter_bytes():
+                    reader.add(chunk)
+                    if self.monotonic() > ends:
+                        raise late_answer_error(what=what, url=url, seconds=seconds)
+                return reader.answer(response.headers)
         except httpx.RequestError as error:
             raise transport_error(error, what=what, url=url, api_key=settings.api_key) from error
-        return KlingHook._checked(response, settings, what)
+        except GARBLED_ANSWER_ERRORS as error:
+            raise garbled_answer_error(error, what=what, url=url) from None
 
-    @staticmethod
     async def _asend(
+        self,
         client: httpx.AsyncClient,
         slots: asyncio.Semaphore,
         settings: KlingSettings,
@@ -506,122 +600,131 @@ class KlingHook(BaseHook):
         path: str,
         *,
         what: str,
+        deadline: float | None,
         json: Any = None,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
+        """
+        Send one API request and read its whole answer without blocking the loop.
+
+        Waiting for the loop's request slot counts against ``deadline`` only; the request and its body
+        against the connection's timeout too.
+        """
         url = settings.url(path)
+        seconds = self._attempt_seconds(settings, deadline, what)
         try:
-            # The loop's slot is held while the request and its body are in flight (not while retrying):
-            # a burst waits here, in O(1), instead of in httpcore's pool queue.
-            async with slots:
-                response = await client.request(
-                    method, url, **KlingHook._request_options(settings, json, params)
-                )
+            async with asyncio.timeout(None if deadline is None else deadline - self.monotonic()):
+                # The loop's slot is held while the request and its body are in flight (not while
+                # retrying): a burst waits here, in O(1), instead of in httpcore's pool queue.
+                async with slots:
+                    seconds = self._attempt_seconds(settings, deadline, what)
+                    async with (
+                        asyncio.timeout(seconds),
+                        client.stream(
+                            method, url, **request_options(settings, json, params, seconds)
+                        ) as response,
+                    ):
+                        reader = AnswerReader(response.status_code, what=what)
+                        async for chunk in response.aiter_bytes():
+                            reader.add(chunk)
+                        return reader.answer(response.headers)
+        except TimeoutError:
+            raise late_answer_error(what=what, url=url, seconds=seconds) from None
         except httpx.RequestError as error:
             raise transport_error(error, what=what, url=url, api_key=settings.api_key) from error
-        return KlingHook._checked(response, settings, what)
+        except GARBLED_ANSWER_ERRORS as error:
+            raise garbled_answer_error(error, what=what, url=url) from None
+
+    def _attempt_seconds(self, settings: KlingSettings, deadline: float | None, what: str) -> float:
+        """Seconds one request may take: the connection's timeout, cut to what is left before ``deadline``."""
+        if deadline is None:
+            return settings.timeout
+        left = deadline - self.monotonic()
+        if left <= 0:
+            raise KlingTransportError(f"Kling {what}: no time left within the caller's timeout", sent=False)
+        return min(settings.timeout, left)
 
     @staticmethod
-    def _request_options(settings: KlingSettings, json: Any, params: dict[str, str] | None) -> dict[str, Any]:
-        """Options both transports send: the key's header, the body, the query, the timeout."""
-        return {
-            "headers": settings.auth_headers(),
-            "json": json,
-            "params": params,
-            "timeout": settings.timeout,
-        }
-
-    @staticmethod
-    def _checked(response: httpx.Response, settings: KlingSettings, what: str) -> httpx.Response:
-        """Return a successful response; raise the error an unsuccessful one maps to."""
-        if not response.is_success:
+    def _payload(answer: Answer, settings: KlingSettings, what: str) -> Any:
+        """The decoded JSON of a successful answer; raise the error an unsuccessful or unreadable one is."""
+        if not 200 <= answer.status_code < 300:
             raise api_error(
-                response.status_code, response.headers, response.content, what=what, api_key=settings.api_key
+                answer.status_code, answer.headers, answer.content, what=what, api_key=settings.api_key
             )
-        return response
-
-    @staticmethod
-    def _payload(response: httpx.Response, settings: KlingSettings, what: str) -> Any:
         try:
-            return decode_json(response.content)
+            return decode_json(answer.content)
         except ValueError:
             raise malformed_response_error(
-                response.status_code,
-                response.content,
+                answer.status_code,
+                answer.content,
                 what=what,
                 problem="a body that is not JSON",
                 api_key=settings.api_key,
             ) from None
 
-    def _submit_task_id(self, response: httpx.Response, settings: KlingSettings) -> str:
-        payload = self._payload(response, settings, "submit")
+    def _submit_task_id(self, answer: Answer, settings: KlingSettings) -> str:
+        payload = self._payload(answer, settings, "submit")
         try:
             return KlingSubmitResult.from_api(payload).task_id
-        except ValidationError:
-            self._raise_embedded_or_malformed(response, payload, settings, "submit")
+        except (ValidationError, *GARBLED_ANSWER_ERRORS):
+            self._raise_embedded_or_malformed(answer, payload, settings, "submit")
 
-    def _task(self, response: httpx.Response, settings: KlingSettings, what: str) -> KlingTask:
-        payload = self._payload(response, settings, what)
+    def _task(self, answer: Answer, settings: KlingSettings, what: str, task_id: str) -> KlingTask:
+        payload = self._payload(answer, settings, what)
         output = payload.get("output") if isinstance(payload, dict) else None
         if isinstance(output, dict) and output.get("task_id") and output.get("task_status"):
             try:
-                return KlingTask.from_api(payload)
-            except ValidationError:
+                task = KlingTask.from_api(payload)
+            except (ValidationError, *GARBLED_ANSWER_ERRORS):
                 pass
-        self._raise_embedded_or_malformed(response, payload, settings, what)
+            else:
+                if task.task_id == task_id:
+                    return task
+                raise malformed_response_error(
+                    answer.status_code,
+                    answer.content,
+                    what=what,
+                    problem=f"the status of another task ({task.task_id})",
+                    api_key=settings.api_key,
+                )
+        self._raise_embedded_or_malformed(answer, payload, settings, what)
 
     @staticmethod
     def _raise_embedded_or_malformed(
-        response: httpx.Response, payload: Any, settings: KlingSettings, what: str
+        answer: Answer, payload: Any, settings: KlingSettings, what: str
     ) -> NoReturn:
         details = embedded_error(payload)
         if details is not None:
             raise api_error(
-                response.status_code,
-                response.headers,
-                response.content,
+                answer.status_code,
+                answer.headers,
+                answer.content,
                 what=what,
                 api_key=settings.api_key,
                 details=details,
             )
         raise malformed_response_error(
-            response.status_code,
-            response.content,
+            answer.status_code,
+            answer.content,
             what=what,
             problem="a body that holds no usable task",
             api_key=settings.api_key,
         )
 
-    def _check_result_response(
-        self, response: httpx.Response, settings: KlingSettings, what: str, kling_task_id: str, offset: int
-    ) -> None:
-        status = response.status_code
-        if status in _EXPIRED_STATUSES:
-            raise KlingResultExpiredError(kling_task_id, status)
-        if not response.is_success:
-            content = _read_at_most(response, _ERROR_BODY_READ_LIMIT)
-            raise api_error(status, response.headers, content, what=what, api_key=settings.api_key)
-        if offset and status != 206:
-            raise KlingAPIError(
-                f"Kling {what} failed: the server answered {status} to a request for bytes {offset}- "
-                "(it ignored the Range header); download the result again from the start",
-                status_code=status,
-            )
-
     def _with_retries(
         self,
-        attempt: Callable[[], _T],
+        attempt: Callable[[float | None], _T],
         *,
         what: str,
         submit: bool,
         max_retries: int,
         external_task_id: str | None = None,
-        deadline: float | None = None,
+        deadline: float | None,
     ) -> _T:
         retry_number = 0
         while True:
             try:
-                return attempt()
+                return attempt(deadline)
             except KlingError as error:
                 delay = self._next_delay(
                     error,
@@ -637,17 +740,18 @@ class KlingHook(BaseHook):
 
     async def _awith_retries(
         self,
-        attempt: Callable[[], Awaitable[_T]],
+        attempt: Callable[[float | None], Awaitable[_T]],
         *,
         what: str,
         submit: bool,
         max_retries: int,
         external_task_id: str | None = None,
+        deadline: float | None,
     ) -> _T:
         retry_number = 0
         while True:
             try:
-                return await attempt()
+                return await attempt(deadline)
             except KlingError as error:
                 delay = self._next_delay(
                     error,
@@ -656,7 +760,7 @@ class KlingHook(BaseHook):
                     max_retries=max_retries,
                     submit=submit,
                     external_task_id=external_task_id,
-                    deadline=None,
+                    deadline=deadline,
                 )
             await self.async_sleep(delay)
             retry_number += 1
@@ -696,26 +800,13 @@ class KlingHook(BaseHook):
         return delay
 
 
-def _checked_result_url(url: str) -> str:
-    """Return ``url`` without its query string (for messages), after checking that it is HTTP(S)."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        raise ValueError("The result URL is not a valid URL") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"The result URL must be an http(s) URL, got scheme {parsed.scheme!r}")
-    return str(parsed.copy_with(query=None, fragment=None))
+def checked_finished_task(task: KlingTask) -> KlingTask:
+    """
+    Return a finished task, or raise when it succeeded without any result URL (nothing can be copied).
 
-
-def _read_at_most(response: httpx.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
-    except httpx.HTTPError:
-        pass
-    return b"".join(chunks)[:limit]
+    :param task: a task in a terminal status.
+    :raises KlingTaskNotReadyError: ``Success`` with an empty ``urls``.
+    """
+    if task.status == TaskStatus.SUCCESS and not task.urls:
+        raise no_result_error(task.task_id)
+    return task

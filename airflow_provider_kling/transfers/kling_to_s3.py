@@ -25,30 +25,30 @@ import re
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, MODEL_NAME
 from airflow_provider_kling.exceptions import (
-    KlingResultDownloadError,
     KlingS3KeyExistsError,
     KlingS3UploadError,
-    KlingServerError,
     KlingTaskFailedError,
     KlingTaskNotReadyError,
-    KlingTransferError,
-    KlingTransportError,
+)
+from airflow_provider_kling.hooks._download import (
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_RESULT_BYTES,
+    DownloadLimits,
 )
 
 if TYPE_CHECKING:
-    import httpx
+    from collections.abc import Iterator, Mapping, Sequence
+
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
@@ -77,7 +77,24 @@ DEFAULT_ASSET_ALIAS = "kling_videos"
 DEFAULT_S3_KEY = "kling/{{ dag.dag_id }}/{kling_task_id}/{index}.mp4"
 
 ChecksumAlgorithm = Literal["CRC32", "SHA256"]
-StreamOpener = Callable[[int], AbstractContextManager["httpx.Response"]]
+
+
+class ResultBytes(Protocol):
+    """
+    What the uploader reads: a one-pass iterable of a video's bytes that raises if it cannot be had whole.
+
+    :class:`~airflow_provider_kling.hooks.kling.KlingResultStream` (from ``KlingHook.stream_result``) is one.
+    """
+
+    #: The video's size in bytes when known in advance, else ``None``.
+    total: int | None
+    #: The bytes yielded so far.
+    received: int
+    #: The requests the download took so far.
+    attempts: int
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
 
 _METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _RESERVED_METADATA_PREFIX = "kling-"
@@ -206,16 +223,6 @@ def build_metadata(kling: Mapping[str, str], user: Mapping[str, Any] | None) -> 
     return merged
 
 
-def _content_length(response: httpx.Response) -> int | None:
-    """The body's size in bytes, or ``None`` when unknown (no header, or a content-encoded body)."""
-    if response.headers.get("content-encoding", "identity").lower() != "identity":
-        return None
-    value = response.headers.get("content-length")
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
 def _response_checksum(response: Mapping[str, Any], algorithm: ChecksumAlgorithm) -> str | None:
     value = response.get(f"Checksum{algorithm}")
     return str(value) if value is not None else None
@@ -227,120 +234,6 @@ def _error_code(error: Exception) -> str | None:
         code = response.get("Error", {}).get("Code")
         return str(code) if code is not None else None
     return None
-
-
-class _Download:
-    """
-    One result download as an iterator of byte chunks, resumed with ``Range`` when it breaks.
-
-    :param open_stream: opens the download at a byte offset (a context manager yielding a streaming
-        ``httpx.Response``).
-    :param max_attempts: how many times the body may be requested in all.
-    :param retry_delay: seconds before the first resume; doubles each time.
-    """
-
-    def __init__(self, open_stream: StreamOpener, *, max_attempts: int, retry_delay: float) -> None:
-        self._open_stream = open_stream
-        self._max_attempts = max_attempts
-        self._retry_delay = retry_delay
-        self._stack = ExitStack()
-        self.received = 0
-        self.attempts = 1
-        self.response = self._stack.enter_context(open_stream(0))
-        try:
-            _check_status(self.response)
-        except BaseException:
-            self._stack.close()
-            raise
-        self.total = _content_length(self.response)
-
-    def close(self) -> None:
-        """Close the open response, if any."""
-        self._stack.close()
-
-    def chunks(self) -> Iterator[bytes]:
-        """Yield the body's bytes once, resuming after transient failures; verify the byte count."""
-        import httpx
-
-        skip = 0
-        while True:
-            try:
-                for chunk in self.response.iter_bytes():
-                    if skip:
-                        dropped = min(skip, len(chunk))
-                        skip -= dropped
-                        chunk = chunk[dropped:]
-                        if not chunk:
-                            continue
-                    self.received += len(chunk)
-                    if self.total is not None and self.received > self.total:
-                        raise KlingResultDownloadError(
-                            f"The result URL sent more than its Content-Length of {self.total} bytes"
-                        )
-                    yield chunk
-                if self.total is None or self.received == self.total:
-                    return
-                failure = f"the body ended after {self.received} of {self.total} bytes (truncated)"
-            except (httpx.TransportError, KlingTransportError) as error:
-                failure = f"{type(error).__name__}: {error} after {self.received} bytes"
-            self._stack.close()
-            skip = self._resume(failure)
-
-    def _resume(self, failure: str) -> int:
-        """Reopen the download at :attr:`received`; return how many leading bytes to drop (no ``Range``)."""
-        import httpx
-
-        while True:
-            if self.total is None:
-                raise KlingResultDownloadError(
-                    f"The result download broke off ({failure}) and cannot be resumed without a "
-                    "Content-Length"
-                )
-            if self.attempts >= self._max_attempts:
-                raise KlingResultDownloadError(
-                    f"The result download broke off (truncated or reset) and failed after {self.attempts} "
-                    f"attempts, {self.received} of {self.total} bytes received; last: {failure}"
-                )
-            delay = self._retry_delay * 2 ** (self.attempts - 1)
-            log.warning(
-                "Result download broke (%s); resuming at byte %d in %.1f s (attempt %d of %d)",
-                failure,
-                self.received,
-                delay,
-                self.attempts + 1,
-                self._max_attempts,
-            )
-            time.sleep(delay)
-            self.attempts += 1
-            try:
-                self.response = self._stack.enter_context(self._open_stream(self.received))
-            except (httpx.TransportError, KlingTransportError, KlingServerError) as error:
-                self._stack.close()
-                failure = f"{type(error).__name__}: {error} while reopening at byte {self.received}"
-                continue
-            return self._check_resumed()
-
-    def _check_resumed(self) -> int:
-        response = self.response
-        _check_status(response)
-        if response.status_code == 200:
-            # The server ignored the Range header: read the body again and drop what we already have.
-            if _content_length(response) != self.total:
-                raise KlingResultDownloadError("The result changed size between attempts")
-            return self.received
-        content_range = response.headers.get("content-range", "")
-        match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range.strip())
-        if (
-            match is None
-            or int(match.group(1)) != self.received
-            or int(match.group(2)) != (self.total or 0) - 1
-            or match.group(3) not in (str(self.total), "*")
-        ):
-            raise KlingResultDownloadError(
-                f"The resumed download answered Content-Range {content_range!r}, expected bytes "
-                f"{self.received}-{(self.total or 0) - 1}/{self.total}"
-            )
-        return 0
 
 
 def _take(pending: deque[bytes], size: int) -> bytes:
@@ -357,11 +250,6 @@ def _take(pending: deque[bytes], size: int) -> bytes:
     return b"".join(taken)
 
 
-def _check_status(response: httpx.Response) -> None:
-    if response.status_code not in (200, 206):
-        raise KlingResultDownloadError(f"The result URL answered HTTP {response.status_code}")
-
-
 class S3StreamUploader:
     """
     Stream HTTP downloads into S3 objects in constant memory, verified, all-or-nothing.
@@ -376,9 +264,6 @@ class S3StreamUploader:
     :param part_size: preferred part size in bytes (raised when needed to stay within 10,000 parts).
     :param max_concurrency: parts uploaded at the same time while the download goes on.
     :param checksum_algorithm: ``"CRC32"`` (fast, the default) or ``"SHA256"``.
-    :param max_download_attempts: how many times a result body may be requested (the first request and
-        the ``Range`` resumes after a truncation or reset).
-    :param retry_delay: seconds before the first resume, doubling after each.
     """
 
     def __init__(
@@ -388,26 +273,22 @@ class S3StreamUploader:
         part_size: int = DEFAULT_PART_SIZE,
         max_concurrency: int = 4,
         checksum_algorithm: ChecksumAlgorithm = "CRC32",
-        max_download_attempts: int = 3,
-        retry_delay: float = 1.0,
     ) -> None:
         if checksum_algorithm not in ("CRC32", "SHA256"):
             raise ValueError(f"checksum_algorithm must be CRC32 or SHA256, not {checksum_algorithm!r}")
-        if max_concurrency < 1 or max_download_attempts < 1:
-            raise ValueError("max_concurrency and max_download_attempts must be at least 1")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
         self.s3 = s3_client
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self.checksum_algorithm = checksum_algorithm
-        self.max_download_attempts = max_download_attempts
-        self.retry_delay = retry_delay
 
-    def upload(self, open_stream: StreamOpener, target: S3Target, *, replace: bool = False) -> LandedObject:
+    def upload(self, download: ResultBytes, target: S3Target, *, replace: bool = False) -> LandedObject:
         """
         Copy one download into ``target`` and return what landed.
 
-        :param open_stream: opens the download at a byte offset, e.g.
-            ``lambda offset: hook.stream_result(url, kling_task_id=tid, offset=offset)``.
+        :param download: the video's bytes, e.g. an open ``hook.stream_result(url, kling_task_id=tid)``;
+            it must raise rather than end early (the stream proves the body whole, resuming breaks).
         :param target: the destination object.
         :param replace: overwrite an existing object; when ``False`` an existing object of the same size
             (and the same ``kling-task-id``, if both carry one) is kept and reported as ``skipped``,
@@ -416,19 +297,13 @@ class S3StreamUploader:
         :raises KlingResultDownloadError: the download stayed broken after the allowed attempts.
         :raises KlingS3UploadError: S3 rejected a part, the completion or the final size check.
         """
-        download = _Download(
-            open_stream, max_attempts=self.max_download_attempts, retry_delay=self.retry_delay
-        )
-        try:
-            if not replace:
-                existing = self._existing(target, download.total)
-                if existing is not None:
-                    return existing
-            part_size = choose_part_size(download.total, self.part_size, self.max_concurrency)
-            started = time.monotonic()
-            landed = self._copy(download, target, part_size, replace=replace)
-        finally:
-            download.close()
+        if not replace:
+            existing = self._existing(target, download.total)
+            if existing is not None:
+                return existing
+        part_size = choose_part_size(download.total, self.part_size, self.max_concurrency)
+        started = time.monotonic()
+        landed = self._copy(download, target, part_size, replace=replace)
         elapsed = max(time.monotonic() - started, 1e-9)
         log.info(
             "Landed %s: %d bytes in %d part(s), %.1f MiB/s, %d download attempt(s), checksum %s",
@@ -490,8 +365,10 @@ class S3StreamUploader:
         if pending_size:
             yield _take(pending, pending_size)
 
-    def _copy(self, download: _Download, target: S3Target, part_size: int, *, replace: bool) -> LandedObject:
-        parts = self._parts(download.chunks(), part_size)
+    def _copy(
+        self, download: ResultBytes, target: S3Target, part_size: int, *, replace: bool
+    ) -> LandedObject:
+        parts = self._parts(iter(download), part_size)
         if download.total is not None and download.total > part_size:
             return self._put_multipart([], parts, target, download, replace=replace)
         head = list(itertools.islice(parts, 2))  # one part only: a single PutObject does
@@ -500,7 +377,7 @@ class S3StreamUploader:
         return self._put_multipart(head, parts, target, download, replace=replace)
 
     def _put_single(
-        self, body: bytes, target: S3Target, download: _Download, *, replace: bool
+        self, body: bytes, target: S3Target, download: ResultBytes, *, replace: bool
     ) -> LandedObject:
         from botocore.exceptions import ClientError
 
@@ -537,7 +414,7 @@ class S3StreamUploader:
         head: list[bytes],
         rest: Iterator[bytes],
         target: S3Target,
-        download: _Download,
+        download: ResultBytes,
         *,
         replace: bool,
     ) -> LandedObject:
@@ -558,10 +435,6 @@ class S3StreamUploader:
                 finally:
                     # On a failure, wait for the parts in flight (so the abort below leaves none behind).
                     pool.shutdown(wait=True, cancel_futures=True)
-            if download.total is not None and download.received != download.total:
-                raise KlingResultDownloadError(
-                    f"Downloaded {download.received} bytes, Content-Length said {download.total}"
-                )
             arguments: dict[str, Any] = {
                 "Bucket": target.bucket,
                 "Key": target.key,
@@ -667,6 +540,35 @@ class S3StreamUploader:
             )
 
 
+def check_s3_key(key: str) -> str:
+    """
+    Return an object key built from templates, or raise if it could land somewhere unintended.
+
+    Refused: an empty key, a leading ``/``, empty segments (``a//b``), ``.`` or ``..`` segments (S3 keeps
+    them literally, but tools that map keys to paths do not), and control characters.
+
+    :param key: the rendered key.
+    :raises ValueError: the key is one of those.
+    """
+    problem = None
+    if not key:
+        problem = "it is empty"
+    elif key.startswith("/"):
+        problem = "it starts with '/'"
+    elif any(segment in ("", ".", "..") for segment in key.split("/")[:-1]) or key.split("/")[-1] in (
+        ".",
+        "..",
+    ):
+        problem = "it has an empty, '.' or '..' segment"
+    elif any(ord(char) < 32 or ord(char) == 127 for char in key):
+        problem = "it holds a control character"
+    elif len(key.encode()) > 1024:
+        problem = "it is longer than S3's 1,024 bytes"
+    if problem:
+        raise ValueError(f"s3_key {key[:200]!r} cannot be used: {problem}")
+    return key
+
+
 def _parse_bool(value: bool | str) -> bool:
     if isinstance(value, bool):
         return value
@@ -711,6 +613,10 @@ class KlingToS3Operator(BaseOperator):
         to stay within 10,000 parts).
     :param max_concurrency: parts uploaded at once; memory holds at most ``max_concurrency + 2`` parts.
     :param max_download_attempts: requests per result before the copy fails (first try + ``Range`` resumes).
+    :param max_download_bytes: the largest result accepted, in bytes (default 1 GiB; a 15 s 1080p video is
+        a few tens of MiB): a CDN that sends more is cut off, and nothing lands.
+    :param download_timeout: seconds one result's download may take in all, resumes included (default
+        1800).
     :param checksum_algorithm: ``"CRC32"`` or ``"SHA256"``, verified by S3 for every part.
     :param download_retry_delay: seconds before the first ``Range`` resume of a broken download, doubling
         after each.
@@ -746,6 +652,8 @@ class KlingToS3Operator(BaseOperator):
         max_download_attempts: int = 3,
         checksum_algorithm: ChecksumAlgorithm = "CRC32",
         download_retry_delay: float = 1.0,
+        max_download_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
         verify: str | bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -770,6 +678,12 @@ class KlingToS3Operator(BaseOperator):
         self.max_download_attempts = max_download_attempts
         self.checksum_algorithm: ChecksumAlgorithm = checksum_algorithm
         self.download_retry_delay = download_retry_delay
+        self.download_limits = DownloadLimits(
+            max_bytes=max_download_bytes,
+            timeout=download_timeout,
+            max_attempts=max_download_attempts,
+            retry_delay=download_retry_delay,
+        )
         self.verify = verify
         self.landed: list[LandedObject] = []
         self._source_urls: list[str] = []
@@ -796,19 +710,28 @@ class KlingToS3Operator(BaseOperator):
             part_size=self.part_size,
             max_concurrency=self.max_concurrency,
             checksum_algorithm=self.checksum_algorithm,
-            max_download_attempts=self.max_download_attempts,
-            retry_delay=self.download_retry_delay,
         )
 
     def execute(self, context: Context) -> list[str]:
         """Copy every result of the task into S3 and return the ``s3://`` URIs, in the order of ``urls``."""
+        from airflow_provider_kling.models import check_kling_task_id
+
         try:
-            task = self.kling_hook.get_task(self.kling_task_id)
+            task = self.kling_hook.get_task(check_kling_task_id(self.kling_task_id))
             targets = self.targets_for(task)
             replace = _parse_bool(self.replace)
             self._source_urls, self.landed = list(task.urls), []
+            limits = self.download_limits
             for url, target in zip(task.urls, targets, strict=True):
-                landed = self.uploader.upload(self._opener(url, task.task_id), target, replace=replace)
+                with self.kling_hook.stream_result(
+                    url,
+                    kling_task_id=task.task_id,
+                    max_bytes=limits.max_bytes,
+                    timeout=limits.timeout,
+                    max_attempts=limits.max_attempts,
+                    retry_delay=limits.retry_delay,
+                ) as download:
+                    landed = self.uploader.upload(download, target, replace=replace)
                 self.landed.append(landed)
                 self._record(context, landed, target)
             return [landed.uri for landed in self.landed]
@@ -863,17 +786,11 @@ class KlingToS3Operator(BaseOperator):
                 if urlsplit(key).scheme:
                     raise ValueError("s3_key must be a key, not a URL, when s3_bucket is given")
             targets.append(
-                S3Target(bucket=bucket, key=key, content_type=VIDEO_CONTENT_TYPE, metadata=metadata)
+                S3Target(
+                    bucket=bucket, key=check_s3_key(key), content_type=VIDEO_CONTENT_TYPE, metadata=metadata
+                )
             )
         return targets
-
-    def _opener(self, url: str, kling_task_id: str) -> StreamOpener:
-        hook = self.kling_hook
-
-        def open_stream(offset: int) -> AbstractContextManager[httpx.Response]:
-            return hook.stream_result(url, kling_task_id=kling_task_id, offset=offset)
-
-        return open_stream
 
     def _record(self, context: Context, landed: LandedObject, target: S3Target) -> None:
         """Emit the object's Asset event (on the alias) and report it to hook-level lineage."""
@@ -918,16 +835,13 @@ class KlingToS3Operator(BaseOperator):
 __all__ = [
     "DEFAULT_ASSET_ALIAS",
     "DEFAULT_S3_KEY",
-    "KlingResultDownloadError",
-    "KlingS3KeyExistsError",
-    "KlingS3UploadError",
-    "KlingTaskNotReadyError",
     "KlingToS3Operator",
-    "KlingTransferError",
     "LandedObject",
+    "ResultBytes",
     "S3StreamUploader",
     "S3Target",
     "build_metadata",
+    "check_s3_key",
     "choose_part_size",
     "encode_metadata_value",
 ]

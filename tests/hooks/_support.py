@@ -79,7 +79,9 @@ class Clock:
 
 
 def status_body(task_id: str = "task-1", status: str = "Running", **output: Any) -> dict[str, Any]:
-    """A status response body as the API documents it."""
+    """A status response body as the API documents it (a ``Success`` has a result URL unless told)."""
+    if status == "Success":
+        output.setdefault("urls", [f"https://cdn.test/results/{task_id}/1.mp4"])
     return {
         "output": {"task_id": task_id, "task_status": status, "submit_time": 1756959000, **output},
         "usage": {"duration": 5},

@@ -15,6 +15,7 @@ from airflow_provider_kling.exceptions import (
     KlingAuthError,
     KlingNotFoundError,
     KlingRateLimitError,
+    KlingResultDownloadError,
     KlingResultExpiredError,
     KlingServerError,
     KlingSubmitUncertainError,
@@ -73,9 +74,9 @@ def test_submit_poll_and_download(sim: KlingSimulator, hook: KlingHook) -> None:
     task = hook.wait_for_task(task_id, poll_interval=0.05, timeout=10)
     assert task.status is TaskStatus.SUCCESS
     assert task.usage_seconds == 5
-    with hook.stream_result(task.urls[0], kling_task_id=task_id) as response:
-        assert response.status_code == 200
-        data = b"".join(response.iter_bytes())
+    with hook.stream_result(task.urls[0], kling_task_id=task_id) as result:
+        assert result.total == len(result_video("9:16"))
+        data = b"".join(result)
     assert data == result_video("9:16")
     assert sim.requests["submit"] == 1
 
@@ -282,13 +283,13 @@ def finished_task(sim: KlingSimulator, hook: KlingHook) -> KlingTask:
     return hook.get_task(hook.submit_task(REQUEST))
 
 
-def test_stream_result_range(sim: KlingSimulator, hook: KlingHook) -> None:
+def test_stream_result_resumes_a_reset_with_range(sim: KlingSimulator, hook: KlingHook) -> None:
     task = finished_task(sim, hook)
-    video = result_video("9:16")
-    offset = len(video) // 3
-    with hook.stream_result(task.urls[0], kling_task_id=task.task_id, offset=offset) as response:
-        assert response.status_code == 206
-        assert response.read() == video[offset:]
+    sim.inject_fault("result", "reset")
+    with hook.stream_result(task.urls[0], kling_task_id=task.task_id, retry_delay=0) as result:
+        data = b"".join(result)
+    assert data == result_video("9:16")
+    assert result.attempts == 2
 
 
 def test_stream_result_expired(sim: KlingSimulator, hook: KlingHook) -> None:
@@ -313,19 +314,29 @@ def test_stream_result_expired_by_time(sim: KlingSimulator, hook: KlingHook) -> 
         pass
 
 
-def test_stream_result_truncated_body(sim: KlingSimulator, hook: KlingHook) -> None:
+def test_stream_result_truncated_body_is_resumed(sim: KlingSimulator, hook: KlingHook) -> None:
     task = finished_task(sim, hook)
     sim.inject_fault("result", "truncate")
+    with hook.stream_result(task.urls[0], kling_task_id=task.task_id, retry_delay=0) as result:
+        data = b"".join(result)
+    assert data == result_video("9:16")
+    assert result.attempts == 2
+
+
+def test_stream_result_truncated_every_time_is_an_error(sim: KlingSimulator, hook: KlingHook) -> None:
+    task = finished_task(sim, hook)
+    sim.inject_fault("result", "truncate", times=3)
     received = bytearray()
 
     def download() -> None:
-        with hook.stream_result(task.urls[0], kling_task_id=task.task_id) as response:
-            for chunk in response.iter_bytes():
+        with hook.stream_result(
+            task.urls[0], kling_task_id=task.task_id, retry_delay=0, max_attempts=2
+        ) as result:
+            for chunk in result:
                 received.extend(chunk)
 
-    with pytest.raises(KlingTransportError) as info:
+    with pytest.raises(KlingResultDownloadError, match="failed after 2 attempts"):
         download()
-    assert info.value.sent is True
     assert 0 < len(received) < len(result_video("9:16"))
 
 

@@ -47,12 +47,16 @@ def api(
         pytest.param(api(KlingBadRequestError, 422), X, X, id="422"),
         pytest.param(api(KlingAuthError, 401), X, X, id="401"),
         pytest.param(api(KlingAuthError, 403), X, X, id="403"),
-        pytest.param(api(KlingNotFoundError, 404), X, X, id="404"),
+        # A submit is billed: only an answer that proves no task was created is not uncertain (issue 9).
+        pytest.param(api(KlingNotFoundError, 404), X, U, id="404"),
         pytest.param(api(KlingTaskCreationError, 400, "006001099"), X, X, id="vendor-006001099"),
-        pytest.param(api(KlingAPIError, 418), X, X, id="418"),
-        pytest.param(api(KlingAPIError, 301), X, X, id="301"),
-        pytest.param(KlingResultExpiredError("t", 403), X, X, id="expired"),
-        pytest.param(KlingError("other"), X, X, id="other"),
+        pytest.param(api(KlingTaskCreationError, 200, "006001099"), X, X, id="vendor-006001099-in-2xx"),
+        pytest.param(api(KlingAPIError, 200, "500"), X, U, id="error-code-inside-2xx"),
+        pytest.param(api(KlingAPIError, 200), X, U, id="error-object-inside-2xx"),
+        pytest.param(api(KlingAPIError, 418), X, U, id="418"),
+        pytest.param(api(KlingAPIError, 301), X, U, id="301"),
+        pytest.param(KlingResultExpiredError("t", 403), X, U, id="expired"),
+        pytest.param(KlingError("other"), X, U, id="other"),
     ],
 )
 def test_decide(error: KlingError, status_call: Decision, submit_call: Decision) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import struct
@@ -12,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from airflow_provider_kling.hooks._download import DownloadLimits, KlingResultStream
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from mypy_boto3_s3 import S3Client
 
@@ -65,6 +66,8 @@ class ResultServer:
         body = self.payload[start:]
         if self.content_length:
             headers["content-length"] = str(len(body) - (1 if fault == "extra" else 0))
+        else:  # an HTTP/1.1 body without a length is chunked (its end is then proven by the last chunk)
+            headers["transfer-encoding"] = "chunked"
         half = len(body) // 2
         stream = _Body(
             body,
@@ -73,15 +76,12 @@ class ResultServer:
         )
         return httpx.Response(status, headers=headers, stream=stream)
 
-    @contextlib.contextmanager
-    def _open(self, client: httpx.Client, offset: int) -> Iterator[httpx.Response]:
-        headers = {"range": f"bytes={offset}-"} if offset else {}
-        with client.stream("GET", "https://results.test/task/0.mp4", headers=headers) as response:
-            yield response
-
-    def opener(self) -> Callable[[int], contextlib.AbstractContextManager[httpx.Response]]:
+    def stream(self, *, max_attempts: int = 3) -> KlingResultStream:
+        """The hook's result stream of this server's file, opened (its first request made)."""
         client = httpx.Client(transport=httpx.MockTransport(self.handler))
-        return lambda offset: self._open(client, offset)
+        limits = DownloadLimits(max_attempts=max_attempts, retry_delay=0)
+        url = "https://results.test/task/0.mp4"
+        return KlingResultStream(client, url, kling_task_id="task-1", limits=limits).open()
 
     @property
     def ranges(self) -> list[str | None]:

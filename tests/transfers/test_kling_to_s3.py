@@ -24,16 +24,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from airflow_provider_kling.exceptions import KlingTaskFailedError
+from airflow_provider_kling.exceptions import (
+    KlingResultDownloadError,
+    KlingS3KeyExistsError,
+    KlingS3UploadError,
+    KlingTaskFailedError,
+    KlingTaskNotReadyError,
+)
+from airflow_provider_kling.hooks._download import KlingResultStream
 from airflow_provider_kling.models import KlingTask, TaskStatus
 from airflow_provider_kling.transfers.kling_to_s3 import (
     DEFAULT_ASSET_ALIAS,
     S3_MAX_PARTS,
     S3_MIN_PART_SIZE,
-    KlingResultDownloadError,
-    KlingS3KeyExistsError,
-    KlingS3UploadError,
-    KlingTaskNotReadyError,
     KlingToS3Operator,
     S3StreamUploader,
     S3Target,
@@ -82,7 +85,7 @@ def crc32_b64(data: bytes) -> str:
 
 
 def uploader(s3: S3Client, **kwargs: Any) -> S3StreamUploader:
-    options: dict[str, Any] = {"part_size": PART, "retry_delay": 0.0, "max_concurrency": 2}
+    options: dict[str, Any] = {"part_size": PART, "max_concurrency": 2}
     options.update(kwargs)
     return S3StreamUploader(s3, **options)
 
@@ -190,7 +193,7 @@ def test_small_video_lands_in_one_put_with_a_crc32_checksum(s3: S3Client) -> Non
     server = ResultServer(data)
     headers = sent_headers(s3, "PutObject")
 
-    landed = uploader(s3).upload(server.opener(), target(prompt="cat"))
+    landed = uploader(s3).upload(server.stream(), target(prompt="cat"))
 
     assert (landed.size, landed.parts, landed.skipped) == (len(data), 1, False)
     assert landed.checksum == crc32_b64(data)
@@ -205,7 +208,7 @@ def test_large_video_streams_into_checksummed_parts(s3: S3Client) -> None:
     data = payload(3 * PART + 12345)
     headers = sent_headers(s3, "UploadPart")
 
-    landed = uploader(s3).upload(ResultServer(data).opener(), target())
+    landed = uploader(s3).upload(ResultServer(data).stream(), target())
 
     assert (landed.size, landed.parts) == (len(data), 4)
     expected = [crc32_b64(data[i : i + PART]) for i in range(0, len(data), PART)]
@@ -218,7 +221,7 @@ def test_sha256_checksums_on_request(s3: S3Client) -> None:
     data = payload(PART + 10)
     headers = sent_headers(s3, "UploadPart")
 
-    uploader(s3, checksum_algorithm="SHA256").upload(ResultServer(data).opener(), target())
+    uploader(s3, checksum_algorithm="SHA256").upload(ResultServer(data).stream(), target())
 
     sent = sorted(h["x-amz-checksum-sha256"] for h in headers)
     expected = sorted(
@@ -238,7 +241,7 @@ def test_a_broken_download_resumes_with_range(s3: S3Client, fault: str) -> None:
     data = payload(2 * PART + 999)
     server = ResultServer(data, faults=[fault])
 
-    landed = uploader(s3).upload(server.opener(), target())
+    landed = uploader(s3).upload(server.stream(), target())
 
     half = len(data) // 2
     if fault == "reset":  # the reset comes at the first 64 KiB chunk boundary at or past half
@@ -252,7 +255,7 @@ def test_a_server_that_ignores_range_is_read_again_and_the_prefix_dropped(s3: S3
     data = payload(2 * PART + 5)
     server = ResultServer(data, faults=["reset", "ignore-range"])
 
-    uploader(s3).upload(server.opener(), target())
+    uploader(s3).upload(server.stream(), target())
 
     assert s3.get_object(Bucket=BUCKET, Key="videos/0.mp4")["Body"].read() == data
 
@@ -263,7 +266,7 @@ def test_a_download_that_keeps_failing_leaves_nothing(s3: S3Client, fault: str, 
     server = ResultServer(payload(size), faults=[fault] * 10)
 
     with pytest.raises(KlingResultDownloadError, match=r"broke off.*failed after 3 attempts"):
-        uploader(s3, max_download_attempts=3).upload(server.opener(), target())
+        uploader(s3).upload(server.stream(max_attempts=3), target())
 
     assert len(server.requests) == 3
     assert keys(s3, BUCKET) == []
@@ -274,7 +277,7 @@ def test_more_bytes_than_content_length_is_an_error(s3: S3Client) -> None:
     server = ResultServer(payload(3 * PART), faults=["extra"])
 
     with pytest.raises(KlingResultDownloadError, match="more than its Content-Length"):
-        uploader(s3).upload(server.opener(), target())
+        uploader(s3).upload(server.stream(), target())
 
     assert keys(s3, BUCKET) == []
     assert unfinished_uploads(s3, BUCKET) == []
@@ -284,18 +287,20 @@ def test_more_bytes_than_content_length_is_an_error(s3: S3Client) -> None:
 def test_without_content_length_the_video_still_lands(s3: S3Client, size: int) -> None:
     data = payload(size)
 
-    landed = uploader(s3).upload(ResultServer(data, content_length=False).opener(), target())
+    landed = uploader(s3).upload(ResultServer(data, content_length=False).stream(), target())
 
     assert landed.size == len(data)
     assert s3.get_object(Bucket=BUCKET, Key="videos/0.mp4")["Body"].read() == data
 
 
-def test_without_content_length_a_break_cannot_be_resumed(s3: S3Client) -> None:
-    server = ResultServer(payload(3 * PART), faults=["reset"], content_length=False)
+def test_without_content_length_a_break_is_resumed_from_the_content_range(s3: S3Client) -> None:
+    data = payload(3 * PART)
+    server = ResultServer(data, faults=["reset"], content_length=False)
 
-    with pytest.raises(KlingResultDownloadError, match="cannot be resumed without a Content-Length"):
-        uploader(s3).upload(server.opener(), target())
+    landed = uploader(s3).upload(server.stream(), target())
 
+    assert landed.size == len(data)
+    assert s3.get_object(Bucket=BUCKET, Key="videos/0.mp4")["Body"].read() == data
     assert unfinished_uploads(s3, BUCKET) == []
 
 
@@ -303,7 +308,7 @@ def test_a_failing_middle_part_aborts_the_upload(s3: S3Client) -> None:
     attempted = fail_part(s3, 2)
 
     with pytest.raises(KlingS3UploadError, match=r"S3 rejected the upload of s3://kling-unit/videos/0\.mp4"):
-        uploader(s3).upload(ResultServer(payload(4 * PART)).opener(), target())
+        uploader(s3).upload(ResultServer(payload(4 * PART)).stream(), target())
 
     assert 2 in attempted
     assert keys(s3, BUCKET) == []
@@ -312,10 +317,10 @@ def test_a_failing_middle_part_aborts_the_upload(s3: S3Client) -> None:
 
 def test_same_video_already_there_is_a_no_op(s3: S3Client) -> None:
     data = payload(MiB)
-    uploader(s3).upload(ResultServer(data).opener(), target())
+    uploader(s3).upload(ResultServer(data).stream(), target())
     puts = sent_headers(s3, "PutObject")
 
-    again = uploader(s3).upload(ResultServer(data).opener(), target())
+    again = uploader(s3).upload(ResultServer(data).stream(), target())
 
     assert (again.skipped, again.size, again.parts) == (True, len(data), 0)
     assert puts == []
@@ -328,7 +333,7 @@ def test_a_different_object_there_is_an_error(s3: S3Client, existing: bytes, tas
     s3.put_object(Bucket=BUCKET, Key="videos/0.mp4", Body=existing, Metadata={"kling-task-id": task})
 
     with pytest.raises(KlingS3KeyExistsError, match="set replace=True to overwrite it"):
-        uploader(s3).upload(ResultServer(payload(MiB)).opener(), target())
+        uploader(s3).upload(ResultServer(payload(MiB)).stream(), target())
 
     assert s3.get_object(Bucket=BUCKET, Key="videos/0.mp4")["Body"].read() == existing
 
@@ -337,7 +342,7 @@ def test_replace_overwrites(s3: S3Client) -> None:
     s3.put_object(Bucket=BUCKET, Key="videos/0.mp4", Body=b"old")
     data = payload(PART + 1)
 
-    uploader(s3).upload(ResultServer(data).opener(), target(), replace=True)
+    uploader(s3).upload(ResultServer(data).stream(), target(), replace=True)
 
     assert s3.get_object(Bucket=BUCKET, Key="videos/0.mp4")["Body"].read() == data
 
@@ -353,10 +358,10 @@ def test_a_writer_that_wins_the_race_is_never_overwritten(s3: S3Client, same: bo
     s3.meta.events.register_first("before-call.s3.CompleteMultipartUpload", write_first)
 
     if same:
-        assert uploader(s3).upload(ResultServer(data).opener(), target()).skipped
+        assert uploader(s3).upload(ResultServer(data).stream(), target()).skipped
     else:
         with pytest.raises(KlingS3KeyExistsError):
-            uploader(s3).upload(ResultServer(data).opener(), target())
+            uploader(s3).upload(ResultServer(data).stream(), target())
     s3.meta.events.unregister("before-call.s3.CompleteMultipartUpload", write_first)
     assert s3.get_object(Bucket=BUCKET, Key="videos/0.mp4")["Body"].read() == rival
     assert unfinished_uploads(s3, BUCKET) == []
@@ -410,7 +415,8 @@ def _peak_memory(size: int) -> tuple[int, _DiscardingS3]:
     engine = S3StreamUploader(fake, part_size=PART, max_concurrency=2)  # type: ignore[arg-type]
     tracemalloc.start()
     try:
-        engine.upload(lambda _offset: client.stream("GET", "https://results.test/v.mp4"), target())
+        with KlingResultStream(client, "https://results.test/v.mp4", kling_task_id="task-1") as download:
+            engine.upload(download, target())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -572,6 +578,6 @@ def test_a_destination_that_cannot_be_checked_is_an_upload_error(s3: S3Client) -
     s3.meta.events.register("before-call.s3.HeadObject", deny)
 
     with pytest.raises(KlingS3UploadError, match=r"Cannot check whether s3://kling-unit/videos/0\.mp4"):
-        uploader(s3).upload(ResultServer(payload(MiB)).opener(), target())
+        uploader(s3).upload(ResultServer(payload(MiB)).stream(), target())
 
     assert unfinished_uploads(s3, BUCKET) == []

@@ -17,14 +17,17 @@ import pytest
 from airflow.sdk import DAG, AssetAlias
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
-from airflow_provider_kling.exceptions import KlingResultExpiredError, KlingTaskFailedError
+from airflow_provider_kling.exceptions import (
+    KlingResultDownloadError,
+    KlingResultExpiredError,
+    KlingS3KeyExistsError,
+    KlingS3UploadError,
+    KlingTaskFailedError,
+    KlingTaskNotReadyError,
+)
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingVideoRequest
 from airflow_provider_kling.transfers.kling_to_s3 import (
-    KlingResultDownloadError,
-    KlingS3KeyExistsError,
-    KlingS3UploadError,
-    KlingTaskNotReadyError,
     KlingToS3Operator,
 )
 
