@@ -77,7 +77,11 @@ def child(method: str, args: dict[str, Any]) -> dict[str, Any]:
         from airflow_provider_kling.transfers.kling_to_s3 import KlingToS3Operator
 
         operator = KlingToS3Operator(
-            task_id="copy", kling_task_id=args["kling_task_id"], s3_bucket=BUCKET, s3_key=key
+            task_id="copy",
+            kling_task_id=args["kling_task_id"],
+            s3_bucket=BUCKET,
+            s3_key=key,
+            max_download_bytes=8 * 1024 * MiB,  # the 2 GiB case is past the default 1 GiB cap
         )
         operator.uploader.s3.list_buckets()  # connect before measuring, as the others do
         operator.kling_hook.get_conn()

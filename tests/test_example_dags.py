@@ -262,10 +262,10 @@ def test_docs_hook_snippet_runs_against_the_simulator(
     if task.status != TaskStatus.SUCCESS:
         raise KlingTaskFailedError(task.task_id, task.error_message)
     with (
-        hook.stream_result(task.urls[0], kling_task_id=task.task_id) as response,
+        hook.stream_result(task.urls[0], kling_task_id=task.task_id) as video,
         open("video.mp4", "wb") as out,
     ):
-        for chunk in response.iter_bytes():  # result URLs expire: copy them promptly
+        for chunk in video:  # bounded, resumed with Range, proven whole; result URLs expire: copy promptly
             out.write(chunk)
     # [END howto_hook_kling]
 
