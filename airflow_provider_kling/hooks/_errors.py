@@ -32,12 +32,11 @@ from airflow_provider_kling.exceptions import (
     KlingTaskCreationError,
     KlingTransportError,
 )
+from airflow_provider_kling.hooks._redact import redact, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-#: What replaces the API key wherever it shows up in a text.
-REDACTED: Final = "***"
 #: Response headers that may carry the request id, in order of preference.
 REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-trace-id", "x-amzn-requestid")
 #: How much of a body is decoded (and redacted) before it is cut to the excerpt.
@@ -118,7 +117,7 @@ def late_answer_error(*, what: str, url: str, seconds: float) -> KlingTransportE
     :param seconds: the time it had.
     """
     return KlingTransportError(
-        f"Kling {what} got no complete answer from {url.split('?', 1)[0]} within {seconds:.3g} s",
+        f"Kling {what} got no complete answer from {redact_url(url)} within {seconds:.3g} s",
         sent=True,
     )
 
@@ -132,19 +131,9 @@ def garbled_answer_error(error: BaseException, *, what: str, url: str) -> KlingT
     :param url: the URL requested (its query string is left out).
     """
     return KlingTransportError(
-        f"Kling {what} got a garbled answer from {url.split('?', 1)[0]} ({type(error).__name__})",
+        f"Kling {what} got a garbled answer from {redact_url(url)} ({type(error).__name__})",
         sent=True,
     )
-
-
-def redact(text: str, secret: str | None) -> str:
-    """
-    Return ``text`` with every occurrence of ``secret`` replaced by ``***``.
-
-    :param text: any text bound for an exception or a log line.
-    :param secret: the API key (nothing is replaced when it is empty).
-    """
-    return text.replace(secret, REDACTED) if secret else text
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -385,7 +374,7 @@ def transport_error(
     :param api_key: the API key, redacted from the message.
     """
     sent = not isinstance(error, _NOT_SENT)
-    target = url.split("?", 1)[0]
+    target = redact_url(url)
     detail = str(error) or type(error).__name__
     return KlingTransportError(
         redact(f"Kling {what} got no response from {target}: {type(error).__name__}: {detail}", api_key),

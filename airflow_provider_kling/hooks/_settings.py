@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote
 
 import httpx
 
 from airflow_provider_kling import __version__
 from airflow_provider_kling.constants import DEFAULT_BASE_URL
 from airflow_provider_kling.exceptions import KlingConnectionConfigError
-from airflow_provider_kling.hooks._errors import redact
+from airflow_provider_kling.hooks._redact import redact, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -68,6 +69,8 @@ class KlingSettings:
         Whether ``url`` points under the API base URL (same scheme, host, port and path prefix).
 
         Only such URLs may receive the API key; result URLs on other hosts are presigned and get none.
+        A path with a ``.`` or ``..`` segment or a backslash (also percent-encoded: ``%2e%2e``, ``%5C``) is
+        never under the prefix: a server resolves it to a path that may lie outside.
 
         :param url: an absolute URL.
         """
@@ -78,6 +81,8 @@ class KlingSettings:
             return False
         if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
             return False
+        if _has_dot_segment(target.path):
+            return False  # a server resolves these to a path that may be outside the prefix
         prefix = base.path.rstrip("/")
         return target.path == prefix or target.path.startswith(prefix + "/")
 
@@ -91,6 +96,7 @@ def settings_from_connection(
     extra: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
+    schema: str | None = None,
 ) -> KlingSettings:
     """
     Turn an Airflow connection's fields into :class:`KlingSettings`.
@@ -98,8 +104,15 @@ def settings_from_connection(
     - password: the API key (required; surrounding whitespace is dropped);
     - host: the base URL: empty means :data:`~airflow_provider_kling.constants.DEFAULT_BASE_URL`, no scheme
       means ``https://``, ``http://`` is kept as given, a trailing slash is dropped, a path prefix (a
-      proxy) is kept, a port may be in the host or in the connection's port field;
+      proxy) is kept, a port (1 to 65535) may be in the host or in the connection's port field;
+    - schema: the path prefix when the host has none. A connection given as a URI
+      (``kling://:KEY@proxy.example.com:8443/modelverse/api``) arrives so: Airflow puts the URI's path in
+      the schema field. ``http`` or ``https`` there is the scheme instead (the HTTP provider's
+      convention), used when the host names none;
     - extras ``timeout`` (seconds, default 30) and ``max_retries`` (default 5).
+
+    No error message contains the API key (in any form) or the userinfo, query string or fragment of
+    the host.
 
     :param conn_id: the connection id, used in error messages.
     :param host: the connection's host field.
@@ -108,6 +121,7 @@ def settings_from_connection(
     :param extra: the connection's extras, already deserialized.
     :param timeout: overrides the ``timeout`` extra (the hook's constructor argument).
     :param max_retries: overrides the ``max_retries`` extra (the hook's constructor argument).
+    :param schema: the connection's schema field: a path prefix, or the scheme ``http``/``https``.
     :raises KlingConnectionConfigError: the connection cannot be used; the message names the connection
         and the field, and never contains the API key.
     """
@@ -136,7 +150,7 @@ def settings_from_connection(
         ) from None
     return KlingSettings(
         conn_id=conn_id,
-        base_url=_base_url(conn_id, host, port),
+        base_url=_base_url(conn_id, host, port, schema, api_key),
         api_key=api_key,
         timeout=resolved_timeout,
         max_retries=resolved_retries,
@@ -209,17 +223,22 @@ def _api_key(conn_id: str, password: str | None) -> str:
     return key
 
 
-def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
+def _base_url(conn_id: str, host: str | None, port: int | None, schema: str | None, api_key: str) -> str:
+    scheme_hint, schema_prefix = _schema(conn_id, schema, api_key)
     raw = (host or "").strip() or DEFAULT_BASE_URL
     if "://" not in raw:
-        raw = "https://" + raw
-    problem = f"Kling connection {conn_id!r}: host {raw!r} is not a usable base URL"
+        raw = f"{scheme_hint or 'https'}://{raw.lstrip('/')}"
+    # Whatever the host holds, its userinfo, query string and fragment stay out of every message.
+    shown = redact(redact_url(raw), api_key)
+    problem = f"Kling connection {conn_id!r}: host {shown!r} is not a usable base URL"
     if any(char.isspace() for char in raw):
         raise KlingConnectionConfigError(f"{problem}: it contains whitespace")
     try:
         url = httpx.URL(raw)
     except httpx.InvalidURL as error:
-        raise KlingConnectionConfigError(f"{problem} ({error})") from None
+        # httpx quotes pieces of the URL, such as a password it took for a port: only show it without "@".
+        detail = "" if "@" in raw else f" ({redact(str(error), api_key)})"
+        raise KlingConnectionConfigError(f"{problem}{detail}") from None
     if url.scheme not in _ALLOWED_SCHEMES:
         raise KlingConnectionConfigError(f"{problem}: the scheme must be http or https")
     if not url.host:
@@ -231,10 +250,25 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
         )
     if url.query or url.fragment:
         raise KlingConnectionConfigError(f"{problem}: it must not carry a query string or a fragment")
+    if url.port is not None and not _valid_port(url.port):
+        raise KlingConnectionConfigError(
+            f"Kling connection {conn_id!r}: port must be from 1 to 65535, got {url.port} (in the host "
+            f"field, {shown!r})"
+        )
+    if _has_dot_segment(_raw_path(raw)):
+        raise KlingConnectionConfigError(
+            f"{problem}: its path must not contain '.' or '..' segments or backslashes"
+        )
+    if scheme_hint is not None and url.scheme != scheme_hint:
+        raise KlingConnectionConfigError(
+            f"Kling connection {conn_id!r}: the host says scheme {url.scheme!r} but the schema field says "
+            f"{scheme_hint!r}; set one of them"
+        )
     if port is not None:
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        if isinstance(port, bool) or not isinstance(port, int) or not _valid_port(port):
             raise KlingConnectionConfigError(
-                f"Kling connection {conn_id!r}: port must be from 1 to 65535, got {port!r}"
+                f"Kling connection {conn_id!r}: port must be from 1 to 65535, got {port!r} (in the port "
+                "field)"
             )
         if url.port is not None and url.port != port:
             raise KlingConnectionConfigError(
@@ -242,8 +276,65 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
                 f"{port}; set one of them"
             )
         url = url.copy_with(port=port)
+    host_prefix = url.path.rstrip("/")
+    if schema_prefix:
+        if host_prefix and host_prefix != schema_prefix:
+            shown_prefix = _raw_path(shown).rstrip("/")
+            raise KlingConnectionConfigError(
+                f"Kling connection {conn_id!r}: the host {shown!r} says path prefix {shown_prefix!r} but "
+                f"the schema field says {schema_prefix!r}; set one of them"
+            )
+        url = url.copy_with(path=schema_prefix)
     netloc = url.netloc.decode("ascii")
-    return f"{url.scheme}://{netloc}{url.path.rstrip('/')}"
+    return f"{url.scheme}://{netloc}{url.raw_path.decode('ascii').rstrip('/')}"
+
+
+def _schema(conn_id: str, schema: str | None, api_key: str) -> tuple[str | None, str]:
+    """
+    Read the schema field: ``(scheme, "")`` for ``http``/``https``, else ``(None, path prefix)``.
+
+    The path prefix is ``""`` (none) or starts with ``/`` and has no trailing slash.
+    """
+    value = (schema or "").strip()
+    if value.lower() in _ALLOWED_SCHEMES:
+        return value.lower(), ""
+    problem = (
+        f"Kling connection {conn_id!r}: the schema field {redact(value, api_key)!r} is not a usable path "
+        "prefix"
+    )
+    if any(char.isspace() for char in value):
+        raise KlingConnectionConfigError(f"{problem}: it contains whitespace")
+    if "?" in value or "#" in value:
+        raise KlingConnectionConfigError(f"{problem}: it must not carry a query string or a fragment")
+    if _has_dot_segment(value):
+        raise KlingConnectionConfigError(
+            f"{problem}: it must not contain '.' or '..' segments or backslashes"
+        )
+    prefix = value.strip("/")
+    return None, (f"/{prefix}" if prefix else "")
+
+
+def _raw_path(url: str) -> str:
+    """The path of a URL as written (before any normalisation); the URL has a ``scheme://``."""
+    rest = url.partition("://")[2]
+    slash = rest.find("/")
+    return "" if slash < 0 else rest[slash:]
+
+
+def _has_dot_segment(path: str) -> bool:
+    """
+    Whether a path has a ``.`` or ``..`` segment or a backslash, literal or percent-encoded.
+
+    ``%2e%2e``, ``.%2E``, ``%2F..%2F``, ``%5C`` and their doubly encoded forms all count: a server or a
+    proxy may decode them, then resolve the path.
+    """
+    decoded = unquote(path)
+    segments = (*path.split("/"), *decoded.split("/"))
+    return any(unquote(segment) in (".", "..") for segment in segments) or "\\" in unquote(decoded)
+
+
+def _valid_port(port: int) -> bool:
+    return 0 < port < 65536
 
 
 def _show(value: object) -> str:

@@ -60,6 +60,7 @@ from airflow_provider_kling.hooks._errors import (
     malformed_response_error,
     transport_error,
 )
+from airflow_provider_kling.hooks._redact import secret_forms
 from airflow_provider_kling.hooks._retry import Decision, RetryPolicy, decide
 from airflow_provider_kling.hooks._settings import (
     KlingSettings,
@@ -95,6 +96,17 @@ __all__ = [
 _PROBE_TASK_ID: Final = "airflow-connection-test-0000000000"
 
 _T = TypeVar("_T")
+
+#: The forms of API keys this process has registered with Airflow's secrets masker (once each: the
+#: masker rebuilds its pattern on every new secret, and a triggerer resolves thousands of hooks).
+_masked_key_forms: set[str] = set()
+
+
+def _unmasked_key_forms(api_key: str) -> list[str]:
+    """The forms of ``api_key`` (raw, JSON-escaped, URL-encoded) not yet given to the secrets masker."""
+    forms = [form for form in secret_forms(api_key) if form not in _masked_key_forms]
+    _masked_key_forms.update(forms)
+    return forms
 
 
 def request_options(
@@ -170,8 +182,13 @@ class KlingHook(BaseHook):
     def settings(self) -> KlingSettings:
         """The resolved connection settings (fetched once per hook instance, then cached)."""
         if self._settings is None:
+            from airflow.sdk.log import mask_secret
+
             conn = self.get_connection(self.kling_conn_id)
-            self._settings = self._resolve(conn, conn.extra_dejson)
+            settings = self._resolve(conn, conn.extra_dejson)
+            for form in _unmasked_key_forms(settings.api_key):
+                mask_secret(form)
+            self._settings = settings
         return self._settings
 
     async def aget_settings(self) -> KlingSettings:
@@ -181,10 +198,14 @@ class KlingHook(BaseHook):
                 get_async_connection,
                 get_async_extra_dejson,
             )
+            from airflow.sdk.log import amask_secret
 
             conn = await get_async_connection(self.kling_conn_id, hook=self)
             extra = await get_async_extra_dejson(conn)
-            self._settings = self._resolve(conn, extra)
+            settings = self._resolve(conn, extra)
+            for form in _unmasked_key_forms(settings.api_key):
+                await amask_secret(form)
+            self._settings = settings
         return self._settings
 
     def _resolve(self, conn: Connection, extra: Mapping[str, Any]) -> KlingSettings:
@@ -193,6 +214,7 @@ class KlingHook(BaseHook):
             host=conn.host,
             password=conn.password,
             port=conn.port,
+            schema=conn.schema,
             extra=extra,
             timeout=self.timeout,
             max_retries=self.max_retries,

@@ -28,7 +28,11 @@ Errors use the OpenAI-style body ModelVerse documents: ``{"error": {"message", "
 Every API response carries an ``X-Request-Id`` header.
 
 Test-only extensions live under ``/_simulator/`` and need **no key**: anyone who can reach the port can use
-them, which is why the simulator binds ``127.0.0.1`` by default. They are not part of the vendor's API:
+them, which is why the simulator binds ``127.0.0.1`` by default. So that a web page open in the developer's
+browser cannot use them either, they answer only requests whose ``Host`` is a loopback name
+(``127.0.0.1``, ``localhost`` or ``[::1]``, with an optional port; else 403: no DNS rebinding), and a POST
+or PUT only with ``Content-Type: application/json`` (else 415; send ``{}`` for no options: no cross-site
+form or ``text/plain`` request). They are not part of the vendor's API:
 
 ============================================  ================================================================
 ``POST /_simulator/faults``                   inject a fault: ``{"endpoint", "kind", "times", ...options}``
@@ -43,9 +47,16 @@ them, which is why the simulator binds ``127.0.0.1`` by default. They are not pa
                                               by its external id without naming a parameter, so this
                                               lookup is a simulator extension, not an emulated endpoint
 ``GET|POST /_simulator/config``               read or change ``task_seconds``, ``results_per_task``,
-                                              ``result_ttl_seconds``, ``result_size_bytes``
+                                              ``result_ttl_seconds``, ``result_size_bytes``,
+                                              ``max_active_tasks`` (capacity: while that many tasks are
+                                              Pending or Running, a submit gets 429 with vendor code
+                                              ``006001094``, "task resources insufficient", and creates
+                                              nothing; ``null``: no limit)
 ``POST /_simulator/advance``                  ``{"seconds": N}``: move the simulator's clock forward
 ============================================  ================================================================
+
+``stats`` also reports ``active_tasks`` (Pending or Running now), ``active_tasks_peak`` (the most at once
+since the last reset) and ``capacity_refusals`` (submits refused for ``max_active_tasks``).
 
 :class:`~airflow_provider_kling.testing.simulator_client.KlingSimulatorClient` wraps them for other processes.
 """
@@ -54,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import hmac
 import ipaddress
 import json
@@ -412,14 +424,10 @@ class _Settings:
     results_per_task: int
     result_ttl_seconds: float
     result_size_bytes: int | None
+    max_active_tasks: int | None = None
 
     def replace(self, **changes: Any) -> _Settings:
-        values = {
-            "task_seconds": self.task_seconds,
-            "results_per_task": self.results_per_task,
-            "result_ttl_seconds": self.result_ttl_seconds,
-            "result_size_bytes": self.result_size_bytes,
-        }
+        values = self.as_dict()
         unknown = sorted(set(changes) - set(values))
         if unknown:
             raise KlingSimulatorError(f"Unknown setting(s) {unknown} (known: {', '.join(values)})")
@@ -434,13 +442,22 @@ class _Settings:
         results_per_task: Any,
         result_ttl_seconds: Any,
         result_size_bytes: Any,
+        max_active_tasks: Any = None,
     ) -> _Settings:
         _number("task_seconds", task_seconds, minimum=0)
         _integer("results_per_task", results_per_task, minimum=1)
         _number("result_ttl_seconds", result_ttl_seconds, minimum=0)
         if result_size_bytes is not None:
             _integer("result_size_bytes", result_size_bytes, minimum=_smallest_padded_size())
-        return cls(float(task_seconds), results_per_task, float(result_ttl_seconds), result_size_bytes)
+        if max_active_tasks is not None:
+            _integer("max_active_tasks", max_active_tasks, minimum=1)
+        return cls(
+            float(task_seconds),
+            results_per_task,
+            float(result_ttl_seconds),
+            result_size_bytes,
+            max_active_tasks,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -448,6 +465,7 @@ class _Settings:
             "results_per_task": self.results_per_task,
             "result_ttl_seconds": self.result_ttl_seconds,
             "result_size_bytes": self.result_size_bytes,
+            "max_active_tasks": self.max_active_tasks,
         }
 
 
@@ -460,6 +478,18 @@ class _Reply:
 
 def _error(status: int, message: str, *, type_: str, code: str | None, param: str | None = None) -> _Reply:
     return _Reply(status, {"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def _rate_limit_reply(
+    message: str = _FAULT_SPECS["rate_limit"][1]["message"],
+    *,
+    code: str | None = _FAULT_SPECS["rate_limit"][1]["code"],
+    retry_after: float | None = _FAULT_SPECS["rate_limit"][1]["retry_after"],
+) -> _Reply:
+    """A 429 with an optional ``Retry-After``: a ``rate_limit`` fault, or a submit beyond capacity."""
+    reply = _error(HTTPStatus.TOO_MANY_REQUESTS, message, type_="rate_limit_error", code=code)
+    headers = () if retry_after is None else (("Retry-After", f"{retry_after:g}"),)
+    return _Reply(reply.status, reply.payload, headers)
 
 
 def _validation_message(error: pydantic.ValidationError) -> tuple[str, str | None]:
@@ -532,6 +562,10 @@ class _State:
         self.requests: Counter[str] = Counter()
         self.responses: Counter[int] = Counter()
         self.faults_fired: Counter[str] = Counter()
+        # (finish time, task id) of the tasks that may still be Pending or Running: a heap, pruned lazily.
+        self._active: list[tuple[float, str]] = []
+        self.active_tasks_peak = 0
+        self.capacity_refusals = 0
         self.bytes_served = 0
         self.connections_total = 0
         self.connections_max_open = 0
@@ -673,6 +707,11 @@ class _State:
                     None,
                 )
             settings = self.settings
+            active = self._active_count_locked()
+            if settings.max_active_tasks is not None and active >= settings.max_active_tasks:
+                self.capacity_refusals += 1
+                log.info("Refused a submit: %s of %s tasks active", active, settings.max_active_tasks)
+                return _rate_limit_reply(), None
             task = _Task(
                 task_id=uuid.uuid4().hex,
                 owner=owner,
@@ -688,6 +727,9 @@ class _State:
                 error_message=self._failures.popleft() if self._failures else None,
             )
             self._tasks[task.task_id] = task
+            if not task.status_at(task.created_at).is_terminal:
+                heapq.heappush(self._active, (task.finish_at, task.task_id))
+                self.active_tasks_peak = max(self.active_tasks_peak, len(self._active))
             if external_id is not None:
                 self._external_ids[(owner, external_id)] = task.task_id
             self._submitted.append(body)
@@ -695,6 +737,13 @@ class _State:
         return _Reply(
             HTTPStatus.OK, {"output": {"task_id": task.task_id}, "request_id": request_id}
         ), task.task_id
+
+    def _active_count_locked(self) -> int:
+        """How many tasks are Pending or Running now, by the simulator's clock."""
+        now = self.now()
+        while self._active and self._tasks[self._active[0][1]].status_at(now).is_terminal:
+            heapq.heappop(self._active)
+        return len(self._active)
 
     @staticmethod
     def _creation_error(message: str, *, param: str | None = None) -> _Reply:
@@ -809,6 +858,9 @@ class _State:
                 "submitted": len(self._submitted),
                 "faults_fired": dict(self.faults_fired),
                 "faults_pending": sum(len(queue) for queue in self._faults.values()),
+                "active_tasks": self._active_count_locked(),
+                "active_tasks_peak": self.active_tasks_peak,
+                "capacity_refusals": self.capacity_refusals,
                 "failures_pending": len(self._failures),
                 "connections": {
                     "total": self.connections_total,
@@ -868,6 +920,10 @@ _HTML_ERROR_PAGE: Final = (
     "<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
 _MALFORMED_JSON: Final = b'{"output": {"task_id": "'
+#: The ``Host`` headers the admin API answers: loopback names only (no DNS rebinding).
+_LOOPBACK_HOST: Final = re.compile(r"(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?", re.IGNORECASE)
+#: Admin requests that must carry ``Content-Type: application/json`` even with an empty body.
+_BODY_METHODS: Final = frozenset({"POST", "PUT"})
 
 
 class _Server(ThreadingHTTPServer):
@@ -1055,15 +1111,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "reset":
             self._reset_connection()
         elif fault.kind == "rate_limit":
-            retry_after = options["retry_after"]
-            headers = () if retry_after is None else (("Retry-After", f"{retry_after:g}"),)
-            reply = _error(
-                HTTPStatus.TOO_MANY_REQUESTS,
-                options["message"],
-                type_="rate_limit_error",
-                code=options["code"],
+            self._reply(
+                _rate_limit_reply(
+                    options["message"], code=options["code"], retry_after=options["retry_after"]
+                )
             )
-            self._reply(_Reply(reply.status, reply.payload, headers))
         elif fault.kind == "server_error":
             self._reply(
                 _error(options["status"], options["message"], type_="server_error", code=options["code"])
@@ -1142,6 +1194,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _admin(self, route: str, query: Mapping[str, list[str]], body: bytes) -> None:
         state = self.server.state
+        refusal = self._admin_refusal(body)
+        if refusal is not None:
+            self._reply(refusal)
+            return
         try:
             payload = json.loads(body) if body.strip() else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -1163,6 +1219,37 @@ class _Handler(BaseHTTPRequestHandler):
         except (KlingSimulatorError, TypeError) as error:
             reply = _error(HTTPStatus.BAD_REQUEST, str(error), type_="invalid_request_error", code=None)
         self._reply(reply)
+
+    def _admin_refusal(self, body: bytes) -> _Reply | None:
+        """
+        Refuse an admin request a web page could have sent: a foreign ``Host`` or a non-JSON body.
+
+        A page on any site can make a browser send a "simple" cross-site request (``text/plain``, a form)
+        without asking first, and a page on a rebound DNS name reaches 127.0.0.1 with its own name in
+        ``Host``. Requiring a loopback ``Host`` and ``application/json`` (which a cross-site page can only
+        send after a CORS preflight, which the simulator never grants) stops both.
+        """
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or _LOOPBACK_HOST.fullmatch(hosts[0].strip()) is None:
+            shown = ", ".join(repr(host[:100]) for host in hosts) or "none"
+            return _error(
+                HTTPStatus.FORBIDDEN,
+                "The simulator's admin API answers only requests addressed to a loopback host "
+                f"(127.0.0.1, localhost or [::1], with an optional port); Host: {shown}",
+                type_="permission_error",
+                code=None,
+            )
+        if self.command in _BODY_METHODS or body:
+            media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+            if media_type != "application/json":
+                return _error(
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                    "The simulator's admin API takes application/json bodies only (send {} for no "
+                    f"options); Content-Type: {self.headers.get('Content-Type', 'none')[:100]!r}",
+                    type_="invalid_request_error",
+                    code=None,
+                )
+        return None
 
     def _admin_route(
         self, state: _State, route: str, query: Mapping[str, list[str]], payload: dict[str, Any]
@@ -1255,9 +1342,9 @@ class KlingSimulator:
             ...  # talk to sim.base_url with "Authorization: sim-key"
             assert len(sim.submitted) == 1
 
-    The settings ``task_seconds``, ``results_per_task``, ``result_ttl_seconds`` and ``result_size_bytes``
-    can be changed while it runs (they apply to tasks created afterwards); :meth:`reset` restores the
-    values given here.
+    The settings ``task_seconds``, ``results_per_task``, ``result_ttl_seconds``, ``result_size_bytes`` and
+    ``max_active_tasks`` can be changed while it runs (the first four apply to tasks created afterwards);
+    :meth:`reset` restores the values given here.
 
     :param api_key: the key the API accepts (bare, in the ``Authorization`` header).
     :param host: the address to bind; keep the default ``127.0.0.1``: the ``/_simulator/`` admin API has
@@ -1272,6 +1359,12 @@ class KlingSimulator:
         serves the plain few-kilobyte videos.
     :param additional_api_keys: more accepted keys, each its own "user" (tasks and ``external_task_id``
         values are scoped per key).
+    :param max_active_tasks: how many tasks may be ``Pending`` or ``Running`` at once (by the simulator's
+        clock, across every key); a submit beyond that is refused as the vendor does when "task resources
+        are insufficient": 429 with vendor code ``006001094`` and ``Retry-After: 1`` (the answer of a
+        ``rate_limit`` fault with its defaults), creating and billing nothing. ``None``: no limit.
+        ``stats()`` counts the refusals (``capacity_refusals``) and the most tasks ever active at once
+        (``active_tasks_peak``).
     """
 
     def __init__(
@@ -1285,6 +1378,7 @@ class KlingSimulator:
         result_ttl_seconds: float = DEFAULT_RESULT_TTL_SECONDS,
         result_size_bytes: int | None = None,
         additional_api_keys: Sequence[str] = (),
+        max_active_tasks: int | None = None,
     ) -> None:
         if not api_key or any(not key for key in additional_api_keys):
             raise KlingSimulatorError("API keys must be non-empty strings")
@@ -1293,6 +1387,7 @@ class KlingSimulator:
             results_per_task=results_per_task,
             result_ttl_seconds=result_ttl_seconds,
             result_size_bytes=result_size_bytes,
+            max_active_tasks=max_active_tasks,
         )
         self._api_key = api_key
         self._host = host
@@ -1409,6 +1504,20 @@ class KlingSimulator:
     def result_size_bytes(self, value: int | None) -> None:
         self._state.configure(result_size_bytes=value)
 
+    @property
+    def max_active_tasks(self) -> int | None:
+        """
+        How many tasks may be ``Pending`` or ``Running`` at once, or ``None`` for no limit.
+
+        A submit beyond it gets 429 with vendor code ``006001094`` (task resources insufficient) and
+        creates nothing. Lowering it refuses new submits only; active tasks carry on.
+        """
+        return self._state.settings.max_active_tasks
+
+    @max_active_tasks.setter
+    def max_active_tasks(self, value: int | None) -> None:
+        self._state.configure(max_active_tasks=value)
+
     # Faults and failures --------------------------------------------------------------------------
 
     def inject_fault(
@@ -1425,7 +1534,11 @@ class KlingSimulator:
 
         A fault fires before the key is checked, as a gateway's would; ``after_create=True`` (submit only)
         first creates (and bills) the task, then fails, so a test can check a client never pays twice (if
-        the submit is refused, for a bad key or body, the refusal is answered and the fault is used up).
+        the submit is refused, for a bad key or body or for lack of capacity, the refusal is answered and
+        the fault is used up).
+
+        Besides these one-off faults, :attr:`max_active_tasks` makes the simulator refuse every submit while
+        that many tasks are active, with the same answer as a ``rate_limit`` fault with its defaults.
 
         ========================  =================================================  =========================
         kind                      what the client gets                               options (default)
@@ -1523,7 +1636,13 @@ class KlingSimulator:
         return self._state.tasks(external_task_id)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: requests, responses by status, tasks, faults fired, connections, bytes served."""
+        """
+        Counters: requests, responses by status, tasks, faults fired, connections, bytes served.
+
+        Also ``active_tasks`` (``Pending`` or ``Running`` now, by the simulator's clock),
+        ``active_tasks_peak`` (the most ever active at once since the last :meth:`reset`) and
+        ``capacity_refusals`` (submits refused by :attr:`max_active_tasks`), and the current ``settings``.
+        """
         return self._state.stats()
 
 
@@ -1567,6 +1686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="result URL lifetime (default: %(default)s)",
     )
     parser.add_argument("--result-size-bytes", type=int, default=None, help="pad results to this size")
+    parser.add_argument(
+        "--max-active-tasks",
+        type=int,
+        default=None,
+        help="refuse submits (429, 006001094) while this many tasks are active (default: no limit)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -1592,6 +1717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results_per_task=args.results_per_task,
             result_ttl_seconds=args.result_ttl_seconds,
             result_size_bytes=args.result_size_bytes,
+            max_active_tasks=args.max_active_tasks,
         )
     except KlingSimulatorError as error:
         parser.error(str(error))

@@ -1,8 +1,10 @@
 """
 Drive a :class:`~airflow_provider_kling.testing.KlingSimulator` that runs in another process.
 
-The simulator's test-only admin API lives under ``/_simulator/`` and needs no key. This client wraps it
-with the same names as the in-process Python API::
+The simulator's test-only admin API lives under ``/_simulator/`` and needs no key, but answers only
+requests addressed to a loopback host (``127.0.0.1``, ``localhost``, ``[::1]``) whose POST bodies are
+``application/json``, which this client sends. It wraps the API with the same names as the in-process
+Python API::
 
     with KlingSimulatorClient("http://127.0.0.1:8089") as admin:
         admin.reset()
@@ -54,6 +56,9 @@ class KlingSimulatorClient:
         *,
         params: dict[str, str] | None = None,
     ) -> Any:
+        # The admin API takes POST and PUT bodies as application/json only, even empty ones.
+        if payload is None and method in ("POST", "PUT"):
+            payload = {}
         response = self._client.request(method, path, json=payload, params=params)
         response.raise_for_status()
         return response.json()
@@ -137,8 +142,9 @@ class KlingSimulatorClient:
         """
         Change settings for tasks created afterwards.
 
-        :param settings: ``task_seconds``, ``results_per_task``, ``result_ttl_seconds`` or
-            ``result_size_bytes``.
+        :param settings: ``task_seconds``, ``results_per_task``, ``result_ttl_seconds``,
+            ``result_size_bytes`` or ``max_active_tasks`` (``None``: no limit; see
+            :attr:`KlingSimulator.max_active_tasks`).
         :return: every setting after the change.
         """
         result: dict[str, Any] = self._call("POST", "/config", settings)

@@ -46,14 +46,14 @@ def hostile_hook(monkeypatch: pytest.MonkeyPatch, server: HostileServer, **extra
     return make_hook(Sleeps(), "kling_hostile")
 
 
-def reply(status: int, body: bytes, **headers: str):  # noqa: ANN201
+def reply(status: int, body: bytes, **headers: str):
     def answer(exchange: Exchange) -> None:
         exchange.send(response_head(status, {"Content-Length": str(len(body)), **headers}) + body)
 
     return answer
 
 
-def trickle(body: bytes, every: float = 0.2):  # noqa: ANN201
+def trickle(body: bytes, every: float = 0.2):
     def answer(exchange: Exchange) -> None:
         exchange.send(
             response_head(200, {"Content-Length": str(len(body)), "Content-Type": "application/json"})
@@ -271,9 +271,12 @@ def test_a_deeply_nested_error_message_still_reads_the_task(hook: KlingHook, api
 
 def test_a_huge_content_length_on_status_is_a_transport_error(monkeypatch: pytest.MonkeyPatch) -> None:
     garbled = reply(200, b"{}", **{"Content-Length": "9" * 5000})
-    with HostileServer([garbled]) as server, hostile_hook(monkeypatch, server, max_retries=0) as hook:
-        with pytest.raises(KlingTransportError, match="garbled|RemoteProtocolError"):
-            hook.get_task("task-1")
+    with (
+        HostileServer([garbled]) as server,
+        hostile_hook(monkeypatch, server, max_retries=0) as hook,
+        pytest.raises(KlingTransportError, match=r"garbled|RemoteProtocolError"),
+    ):
+        hook.get_task("task-1")
 
 
 def test_an_answer_larger_than_the_cap_is_refused(hook: KlingHook, api: respx.MockRouter) -> None:
@@ -288,9 +291,12 @@ def test_an_endless_status_answer_is_cut(monkeypatch: pytest.MonkeyPatch) -> Non
             response_head(200, {"Transfer-Encoding": "chunked"}), chunk=b"10000\r\n" + b" " * 65536 + b"\r\n"
         )
 
-    with HostileServer([endless]) as server, hostile_hook(monkeypatch, server, max_retries=0) as hook:
-        with pytest.raises(KlingServerError, match="more than"):
-            hook.get_task("task-1")
+    with (
+        HostileServer([endless]) as server,
+        hostile_hook(monkeypatch, server, max_retries=0) as hook,
+        pytest.raises(KlingServerError, match="more than"),
+    ):
+        hook.get_task("task-1")
 
 
 # -- defect 6: the status answer must be about the task asked for ---------------------------------------

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import json
+import string
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from airflow_provider_kling.constants import DEFAULT_BASE_URL
 from airflow_provider_kling.exceptions import KlingConnectionConfigError
@@ -176,3 +180,206 @@ def test_auth_headers_bare_key() -> None:
 )
 def test_is_api_url(url: str, expected: bool) -> None:
     assert settings(host="https://proxy.example.com/mv/").is_api_url(url) is expected
+
+
+# --------------------------------------------------------------------------------------------------
+# URI-form connections: the path prefix arrives in the schema field
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        pytest.param(
+            "kling://:KEY-123456@proxy.example.com:8443/modelverse/api",
+            "https://proxy.example.com:8443/modelverse/api",
+            id="prefix",
+        ),
+        pytest.param("kling://:KEY-123456@proxy.example.com/mv", "https://proxy.example.com/mv", id="short"),
+        pytest.param(
+            "kling://:KEY-123456@proxy.example.com:8443/", "https://proxy.example.com:8443", id="none"
+        ),
+        pytest.param("kling://:KEY-123456@127.0.0.1:8089/http", "http://127.0.0.1:8089", id="http-scheme"),
+        pytest.param(
+            "kling://:KEY-123456@https%3A%2F%2Fproxy.example.com%2Fmv",
+            "https://proxy.example.com/mv",
+            id="host",
+        ),
+    ],
+)
+def test_uri_connection_keeps_its_path_prefix(uri: str, expected: str) -> None:
+    from airflow.models.connection import Connection
+
+    connection = Connection(conn_id="kling_x", uri=uri)
+    resolved = settings_from_connection(
+        "kling_x",
+        host=connection.host,
+        password=connection.password,
+        port=connection.port,
+        schema=connection.schema,
+    )
+    assert resolved.base_url == expected
+    assert resolved.api_key == "KEY-123456"
+
+
+@pytest.mark.parametrize(
+    ("host", "schema", "expected"),
+    [
+        pytest.param(
+            "proxy.example.com", "modelverse/api", "https://proxy.example.com/modelverse/api", id="path"
+        ),
+        pytest.param("proxy.example.com", "/mv/", "https://proxy.example.com/mv", id="slashes"),
+        pytest.param("https://proxy.example.com/mv/", "mv", "https://proxy.example.com/mv", id="both-agree"),
+        pytest.param("https://proxy.example.com/", "mv", "https://proxy.example.com/mv", id="host-root"),
+        pytest.param("proxy.example.com", "https", "https://proxy.example.com", id="https-scheme"),
+        pytest.param("127.0.0.1:8089", "http", "http://127.0.0.1:8089", id="http-scheme"),
+        pytest.param("127.0.0.1:8089", " HTTP ", "http://127.0.0.1:8089", id="scheme-case"),
+        pytest.param("http://127.0.0.1:8089", "http", "http://127.0.0.1:8089", id="scheme-agrees"),
+        pytest.param("https://proxy.example.com/mv", "", "https://proxy.example.com/mv", id="empty"),
+        pytest.param("https://proxy.example.com/mv", "/", "https://proxy.example.com/mv", id="slash-only"),
+        pytest.param("https://proxy.example.com/mv", None, "https://proxy.example.com/mv", id="none"),
+        pytest.param(None, "mv", f"{DEFAULT_BASE_URL}/mv", id="default-host"),
+    ],
+)
+def test_schema_field(host: str | None, schema: str | None, expected: str) -> None:
+    assert settings(host=host, schema=schema).base_url == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "schema", "fragments"),
+    [
+        pytest.param(
+            "https://proxy.example.com/a", "b", ["host", "schema", "'/a'", "'/b'"], id="prefixes-differ"
+        ),
+        pytest.param(
+            "https://proxy.example.com", "http", ["host", "schema", "https", "http"], id="schemes-differ"
+        ),
+        pytest.param("proxy.example.com", "mv?x=1", ["schema", "query string"], id="query"),
+        pytest.param("proxy.example.com", "mv#x", ["schema", "query string"], id="fragment"),
+        pytest.param("proxy.example.com", "m v", ["schema", "whitespace"], id="whitespace"),
+        pytest.param("proxy.example.com", "mv/../other", ["schema", "'.' or '..'"], id="dot-dot"),
+        pytest.param("proxy.example.com", "mv/%2e%2e/other", ["schema", "'.' or '..'"], id="encoded-dot-dot"),
+        pytest.param("https://proxy.example.com/mv/../x", None, ["host", "'.' or '..'"], id="host-dot-dot"),
+        pytest.param("https://proxy.example.com/mv/%2E/x", None, ["host", "'.' or '..'"], id="host-dot"),
+        pytest.param("https://proxy.example.com/mv%5C..", None, ["host", "backslashes"], id="host-backslash"),
+        pytest.param("proxy.example.com", "mv\\x", ["schema", "backslashes"], id="schema-backslash"),
+    ],
+)
+def test_bad_schema_or_prefix_names_the_fields(host: str, schema: str | None, fragments: list[str]) -> None:
+    with pytest.raises(KlingConnectionConfigError, match="'kling_x'") as info:
+        settings(host=host, schema=schema)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert KEY not in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ports out of range, wherever they are written
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "field_name"),
+    [
+        pytest.param("https://api.example.com:0", None, "host", id="host-zero"),
+        pytest.param("https://api.example.com:70000", None, "host", id="host-too-big"),
+        pytest.param("https://api.example.com:65536", None, "host", id="host-just-too-big"),
+        pytest.param("https://api.example.com:-1", None, "host", id="host-negative"),
+        pytest.param("api.example.com:0", None, "host", id="no-scheme-zero"),
+        pytest.param("api.example.com", 0, "port", id="field-zero"),
+        pytest.param("api.example.com", 65536, "port", id="field-too-big"),
+        pytest.param("api.example.com", -5, "port", id="field-negative"),
+    ],
+)
+def test_port_out_of_range_is_refused(host: str, port: int | None, field_name: str) -> None:
+    with pytest.raises(KlingConnectionConfigError, match="'kling_x'") as info:
+        settings(host=host, port=port)
+    assert "port must be from 1 to 65535" in str(info.value)
+    assert field_name in str(info.value)
+
+
+@pytest.mark.parametrize(("host", "port"), [("https://api.example.com:65535", None), ("api.example.com", 1)])
+def test_port_limits_are_accepted(host: str, port: int | None) -> None:
+    assert settings(host=host, port=port).base_url.startswith("https://api.example.com:")
+
+
+# --------------------------------------------------------------------------------------------------
+# No error message shows the host's userinfo or the key
+# --------------------------------------------------------------------------------------------------
+
+HOST_SECRET = "HOSTSECRET-7f3a"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        f"ftp://:{HOST_SECRET}@files.example.com",
+        f"ftp://user:{HOST_SECRET}@files.example.com/path?x=1",
+        f"https://user:{HOST_SECRET}@api.example.com",
+        f"user:{HOST_SECRET}@api.example.com",
+        f"http://user:{HOST_SECRET}@bad host",
+        f"https://user:{HOST_SECRET}@api.example.com:abc",
+        f"https://user:{HOST_SECRET}@api.example.com:70000",
+        f"https://user:{HOST_SECRET}@api.example.com/?x=1",
+        f"https://user:{HOST_SECRET}/more@api.example.com",
+        f"https://:{HOST_SECRET}/more@api.example.com",
+        f"https://u:{HOST_SECRET}?x@api.example.com",
+        f"https://u:{HOST_SECRET}#x@api.example.com",
+        f"https://u:{HOST_SECRET}@",
+        f"https://api.example.com/?token={HOST_SECRET}",
+        f"ftp://{KEY}.example.com",
+        f"ftp://api.example.com/{json.dumps(KEY)[1:-1].replace('-', '%2D')}",
+    ],
+)
+def test_no_message_shows_userinfo_or_key(host: str) -> None:
+    with pytest.raises(KlingConnectionConfigError, match="'kling_x'") as info:
+        settings(host=host)
+    message = str(info.value)
+    assert HOST_SECRET not in message
+    assert KEY not in message
+    assert "3b8e1f0c9a" not in message  # the key's tail: no form of the key (raw, %-encoded) shows
+
+
+@given(
+    scheme=st.sampled_from(["", "http://", "https://", "ftp://", "HTTPS://", "//"]),
+    # A user name holding a URL delimiter cannot be told from a host and path; a password can be anything.
+    user=st.text(alphabet=string.printable.translate(str.maketrans("", "", "/\\?#@")), max_size=8),
+    secret=st.text(alphabet=string.printable, max_size=12),
+    rest=st.text(alphabet=string.printable, max_size=30),
+    schema=st.one_of(st.none(), st.text(alphabet=string.printable, max_size=12)),
+    port=st.one_of(st.none(), st.integers(-2, 70000)),
+)
+def test_no_message_shows_userinfo_property(
+    scheme: str, user: str, secret: str, rest: str, schema: str | None, port: int | None
+) -> None:
+    host = f"{scheme}{user}:SECRET{secret}@{rest}"
+    message = ""
+    try:
+        settings_from_connection("kling_x", host=host, password=KEY, port=port, schema=schema)
+    except KlingConnectionConfigError as error:
+        message = str(error)
+    assert "SECRET" not in message
+    assert KEY not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://proxy.example.com/mv/%2e%2e/other",
+        "https://proxy.example.com/mv/%2E%2E/other",
+        "https://proxy.example.com/mv/.%2e/other",
+        "https://proxy.example.com/mv/x/%2e%2e/%2e%2e/other",
+        "https://proxy.example.com/mv%2F..%2Fother",
+        "https://proxy.example.com/mv/%2e/x",
+        "https://proxy.example.com/mv/..%5Cother",
+    ],
+)
+def test_is_api_url_refuses_dot_segments(url: str) -> None:
+    # A server normalises these to a path outside the prefix: the key must not go there.
+    assert settings(host="https://proxy.example.com/mv/").is_api_url(url) is False
+
+
+def test_is_api_url_keeps_dots_inside_segments() -> None:
+    assert settings(host="https://proxy.example.com/mv/").is_api_url(
+        "https://proxy.example.com/mv/a..b/c.mp4"
+    )

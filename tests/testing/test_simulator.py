@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -895,8 +896,9 @@ def test_admin_api(sim: KlingSimulator) -> None:
 def test_admin_api_refuses_bad_requests(sim: KlingSimulator) -> None:
     with client(base_url=f"{sim.base_url}/_simulator") as admin:
         assert admin.get("/nothing").status_code == 404
-        assert admin.put("/faults").status_code == 404
-        assert admin.post("/faults", content=b"{nope").status_code == 400
+        assert admin.put("/faults", json={}).status_code == 404
+        invalid = admin.post("/faults", content=b"{nope", headers={"Content-Type": "application/json"})
+        assert invalid.status_code == 400
         assert admin.post("/faults", json=[1]).status_code == 400
         assert admin.post("/faults", json={"kind": "reset"}).status_code == 400  # no endpoint
         assert admin.post("/config", json={"task_seconds": -1}).status_code == 400
@@ -1026,7 +1028,10 @@ def test_cli_serves_until_sigterm() -> None:
     secret = "cli-secret-key-0123"
     executable = Path(sys.executable).parent / "kling-simulator"
     process = subprocess.Popen(
-        [str(executable), "--port", "0", "--api-key", secret, "--task-seconds", "0", "--verbose"],
+        [
+            *(str(executable), "--port", "0", "--api-key", secret, "--task-seconds", "0"),
+            *("--max-active-tasks", "3", "--verbose"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -1045,6 +1050,7 @@ def test_cli_serves_until_sigterm() -> None:
                 assert limited.headers["retry-after"] == "3"
                 assert admin.submitted() == [TEXT_TO_VIDEO]
                 assert admin.stats()["faults_fired"] == {"status:rate_limit": 1}
+                assert admin.stats()["settings"]["max_active_tasks"] == 3
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         stdout, stderr = process.communicate(timeout=10)
@@ -1056,17 +1062,21 @@ def test_cli_serves_until_sigterm() -> None:
     assert secret not in base_url + stdout + stderr  # ... never the key
 
 
-def test_cli_refuses_bad_settings() -> None:
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [(("--task-seconds", "-1"), "task_seconds"), (("--max-active-tasks", "0"), "max_active_tasks")],
+)
+def test_cli_refuses_bad_settings(arguments: tuple[str, ...], name: str) -> None:
     executable = Path(sys.executable).parent / "kling-simulator"
     result = subprocess.run(
-        [str(executable), "--port", "0", "--task-seconds", "-1"],
+        [str(executable), "--port", "0", *arguments],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert result.returncode == 2
-    assert "task_seconds" in result.stderr
+    assert name in result.stderr
 
 
 def test_python_dash_m_runs_the_cli() -> None:
@@ -1130,3 +1140,252 @@ def test_kling_simulator_is_reset_for_each_test(kling_simulator: KlingSimulator)
     assert kling_simulator.pending_faults == []
     assert kling_simulator.task_seconds == pytest.approx(0.3)
     assert sum(kling_simulator.requests.values()) == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The admin API only answers loopback hosts and JSON bodies (CSRF, DNS rebinding)
+# --------------------------------------------------------------------------------------------------
+
+
+def raw_request(
+    sim: KlingSimulator,
+    method: str,
+    path: str,
+    *,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    host: str | None = "default",
+) -> tuple[int, dict[str, Any]]:
+    """Send one request with exactly the given ``Host`` (``None``: no ``Host`` header at all)."""
+    address, port = sim.base_url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(address, int(port), timeout=10)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            connection.putheader("Host", f"127.0.0.1:{port}" if host == "default" else host)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        if body or method in ("POST", "PUT"):
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body or None)
+        response = connection.getresponse()
+        payload = response.read()
+        return response.status, (json.loads(payload) if payload else {})
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        pytest.param("text/plain", b'{"task_seconds": 99}', id="text-plain"),
+        pytest.param("text/plain;charset=UTF-8", b'{"task_seconds": 99}', id="text-plain-charset"),
+        pytest.param("application/x-www-form-urlencoded", b'{"task_seconds": 99}', id="form"),
+        pytest.param("multipart/form-data; boundary=x", b'{"task_seconds": 99}', id="multipart"),
+        pytest.param("application/jsonp", b'{"task_seconds": 99}', id="json-lookalike"),
+        pytest.param(None, b'{"task_seconds": 99}', id="no-content-type"),
+        pytest.param(None, b"", id="empty-no-content-type"),
+    ],
+)
+def test_admin_post_needs_a_json_content_type(
+    sim: KlingSimulator, content_type: str | None, body: bytes
+) -> None:
+    # A web page can send any of these cross-site without a CORS preflight ("simple requests").
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    for route in ("config", "faults", "reset", "advance", "fail-next-tasks"):
+        status_code, payload = raw_request(sim, "POST", f"/_simulator/{route}", body=body, headers=headers)
+        assert status_code == 415, (route, payload)
+        assert "application/json" in payload["error"]["message"]
+    status_code, _ = raw_request(sim, "PUT", "/_simulator/config", body=body, headers=headers)
+    assert status_code == 415
+    assert sim.task_seconds == 10.0
+    assert sim.pending_faults == []
+    assert sim.stats()["failures_pending"] == 0
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "Application/JSON", "application/json; charset=utf-8"]
+)
+def test_admin_post_accepts_json(sim: KlingSimulator, content_type: str) -> None:
+    status_code, payload = raw_request(
+        sim, "POST", "/_simulator/config", body=b'{"task_seconds": 4}', headers={"Content-Type": content_type}
+    )
+    assert (status_code, payload["task_seconds"]) == (200, 4)
+    assert sim.task_seconds == 4
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("evil.example", id="foreign"),
+        pytest.param("evil.example:{port}", id="foreign-with-port"),
+        pytest.param("127.0.0.1.evil.example:{port}", id="loopback-prefix"),
+        pytest.param("localhost.evil.example", id="localhost-prefix"),
+        pytest.param("10.0.0.5:{port}", id="private-address"),
+        pytest.param("0.0.0.0:{port}", id="unspecified"),
+        pytest.param("[::ffff:127.0.0.1]:{port}", id="mapped-v6"),
+        pytest.param("localhost:notaport", id="bad-port"),
+        pytest.param("127.0.0.1:{port}@evil.example", id="userinfo-trick"),
+        pytest.param("", id="empty"),
+        pytest.param(None, id="missing"),
+    ],
+)
+def test_admin_api_needs_a_loopback_host(sim: KlingSimulator, host: str | None) -> None:
+    port = sim.base_url.rsplit(":", 1)[1]
+    header = None if host is None else host.format(port=port)
+    json_headers = {"Content-Type": "application/json"}
+    # DNS rebinding: a page on evil.example, resolved to 127.0.0.1, reads and writes the admin API.
+    for method, route, body in [
+        ("GET", "stats", b""),
+        ("GET", "submitted", b""),
+        ("GET", "tasks", b""),
+        ("GET", "config", b""),
+        ("GET", "faults", b""),
+        ("DELETE", "faults", b""),
+        ("POST", "config", b'{"task_seconds": 99}'),
+        ("POST", "reset", b"{}"),
+    ]:
+        status_code, payload = raw_request(
+            sim, method, f"/_simulator/{route}", body=body, headers=json_headers, host=header
+        )
+        assert status_code == 403, (method, route, payload)
+        assert set(payload) == {"error"}
+    assert sim.task_seconds == 10.0
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:{port}", "127.0.0.1", "localhost:{port}", "LocalHost", "[::1]:{port}", "[::1]"]
+)
+def test_admin_api_answers_loopback_hosts(sim: KlingSimulator, host: str) -> None:
+    port = sim.base_url.rsplit(":", 1)[1]
+    status_code, payload = raw_request(sim, "GET", "/_simulator/config", host=host.format(port=port))
+    assert (status_code, payload["task_seconds"]) == (200, 10.0)
+    status_code, _ = raw_request(
+        sim,
+        "POST",
+        "/_simulator/config",
+        body=b'{"task_seconds": 3}',
+        headers={"Content-Type": "application/json"},
+        host=host.format(port=port),
+    )
+    assert status_code == 200
+    assert sim.task_seconds == 3
+
+
+def test_api_routes_do_not_check_the_host(sim: KlingSimulator) -> None:
+    # The key guards the API itself; a proxy in front of it may rewrite the Host header.
+    status_code, payload = raw_request(
+        sim,
+        "POST",
+        SUBMIT_PATH,
+        body=json.dumps(TEXT_TO_VIDEO).encode(),
+        headers={"Authorization": sim.api_key, "Content-Type": "application/json"},
+        host="proxy.example.com",
+    )
+    assert status_code == 200, payload
+
+
+# --------------------------------------------------------------------------------------------------
+# Capacity: max_active_tasks (the vendor's "task resources insufficient", 006001094)
+# --------------------------------------------------------------------------------------------------
+
+
+def assert_capacity_refusal(response: httpx.Response) -> None:
+    # The same answer as a rate_limit fault with its defaults.
+    error = assert_error_body(response, 429, VENDOR_CODE_RESOURCES_INSUFFICIENT)
+    assert error["type"] == "rate_limit_error"
+    assert "resources insufficient" in error["message"]
+    assert response.headers["retry-after"] == "1"
+
+
+def test_max_active_tasks_refuses_submits_beyond_capacity(sim: KlingSimulator, api: httpx.Client) -> None:
+    assert sim.max_active_tasks is None
+    sim.max_active_tasks = 2
+    sim.fail_next_tasks(1)
+    first = submit(api)
+    submit(api, text_to_video(external_task_id="second"))
+    sim.advance_time(3)  # both Running now: Running counts as much as Pending
+    assert {task.status for task in sim.tasks} == {"Running"}
+    refused = api.post(SUBMIT_PATH, json=text_to_video(external_task_id="third"))
+    assert_capacity_refusal(refused)
+    assert len(sim.submitted) == len(sim.tasks) == 2  # nothing created, nothing billed
+    stats = sim.stats()
+    assert (stats["capacity_refusals"], stats["active_tasks"], stats["active_tasks_peak"]) == (1, 2, 2)
+    assert stats["faults_fired"] == {}
+
+    sim.advance_time(7)  # both finished by the simulator's clock: room again
+    assert sim.get_task(first).status == "Failure"
+    third = submit(api, text_to_video(external_task_id="third"))  # the refused id was not taken
+    assert sim.get_task(third).status == "Pending"
+    stats = sim.stats()
+    assert (stats["capacity_refusals"], stats["active_tasks"], stats["active_tasks_peak"]) == (1, 1, 2)
+    assert stats["failures_pending"] == 0
+
+
+def test_a_refused_submit_keeps_pending_failures(sim: KlingSimulator, api: httpx.Client) -> None:
+    sim.max_active_tasks = 1
+    submit(api)
+    sim.fail_next_tasks(1, message="for the next created task")
+    assert_capacity_refusal(api.post(SUBMIT_PATH, json=TEXT_TO_VIDEO))
+    assert sim.stats()["failures_pending"] == 1
+
+
+def test_max_active_tasks_checks_auth_and_body_first(sim: KlingSimulator, api: httpx.Client) -> None:
+    sim.max_active_tasks = 1
+    submit(api)
+    assert api.post(SUBMIT_PATH, json=TEXT_TO_VIDEO, headers={"Authorization": "wrong"}).status_code == 401
+    assert api.post(SUBMIT_PATH, json={"model": "kling-v3-omni"}).status_code == 400
+    assert sim.stats()["capacity_refusals"] == 0
+
+
+def test_finished_tasks_do_not_count(sim: KlingSimulator, api: httpx.Client) -> None:
+    sim.task_seconds = 0
+    sim.max_active_tasks = 1
+    for _ in range(3):
+        submit(api)
+    stats = sim.stats()
+    assert (stats["capacity_refusals"], stats["active_tasks"], stats["active_tasks_peak"]) == (0, 0, 0)
+
+
+def test_peak_is_tracked_without_a_limit(sim: KlingSimulator, api: httpx.Client) -> None:
+    for _ in range(3):
+        submit(api)
+    sim.advance_time(10)
+    submit(api)
+    stats = sim.stats()
+    assert (stats["active_tasks"], stats["active_tasks_peak"], stats["capacity_refusals"]) == (1, 3, 0)
+
+
+def test_fifty_concurrent_submits_against_a_capacity_of_five(sim: KlingSimulator) -> None:
+    sim.max_active_tasks = 5
+
+    def one_submit(number: int) -> int:
+        with client(base_url=sim.base_url, headers={"Authorization": sim.api_key}) as api:
+            body = text_to_video(external_task_id=f"mapped-{number}")
+            return api.post(SUBMIT_PATH, json=body).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        codes = list(pool.map(one_submit, range(50)))
+    assert sorted(codes) == [200] * 5 + [429] * 45
+    stats = sim.stats()
+    assert (stats["tasks"], stats["submitted"], stats["capacity_refusals"]) == (5, 5, 45)
+    assert stats["active_tasks_peak"] == 5
+
+
+def test_max_active_tasks_setting(sim: KlingSimulator) -> None:
+    with pytest.raises(KlingSimulatorError, match="max_active_tasks"):
+        sim.max_active_tasks = 0
+    with pytest.raises(KlingSimulatorError, match="max_active_tasks"):
+        KlingSimulator(max_active_tasks=-1)
+    with KlingSimulatorClient(sim.base_url) as admin:
+        assert admin.configure(max_active_tasks=5)["max_active_tasks"] == 5
+        assert sim.max_active_tasks == 5
+        assert admin.stats()["settings"]["max_active_tasks"] == 5
+        with pytest.raises(httpx.HTTPStatusError):
+            admin.configure(max_active_tasks=True)
+        assert admin.configure(max_active_tasks=None)["max_active_tasks"] is None
+    with KlingSimulator(max_active_tasks=3) as limited:
+        limited.max_active_tasks = None
+        limited.reset()
+        assert limited.max_active_tasks == 3
+        assert limited.stats()["capacity_refusals"] == 0
