@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import heapq
 import hmac
 import ipaddress
@@ -135,7 +136,16 @@ DEFAULT_FAILURE_MESSAGE: Final = "Simulated failure: the video could not be gene
 
 Endpoint = Literal["submit", "status", "result"]
 FaultKind = Literal[
-    "rate_limit", "server_error", "html_error", "malformed_json", "slow", "reset", "truncate", "expired"
+    "rate_limit",
+    "server_error",
+    "html_error",
+    "malformed_json",
+    "slow",
+    "reset",
+    "truncate",
+    "expired",
+    "gzip",
+    "endless",
 ]
 
 _ENDPOINTS: Final = frozenset(get_args(Endpoint))
@@ -159,6 +169,8 @@ _FAULT_SPECS: Final[Mapping[str, tuple[frozenset[str], Mapping[str, Any]]]] = {
     "slow": (_ENDPOINTS, {"delay": 1.0}),
     "reset": (_ENDPOINTS, {}),
     "truncate": (frozenset({"result"}), {}),
+    "gzip": (frozenset({"result"}), {}),
+    "endless": (frozenset({"result"}), {"seconds": 30.0}),
     "expired": (frozenset({"result"}), {}),
 }
 _SERVER_ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
@@ -304,7 +316,13 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
 def _check_option(kind: str, name: str, value: Any) -> Any:
     """Validate one fault option (they also arrive as JSON from other processes)."""
     if name == "retry_after":
+        if isinstance(value, str):  # sent verbatim: an HTTP date, or garbage a client must survive
+            if not value.isascii() or not value.isprintable() or len(value) > 100:
+                raise KlingSimulatorError(f"retry_after text must be printable ASCII, not {value!r}")
+            return value
         return None if value is None else _number(name, value, minimum=0)
+    if name == "seconds":
+        return _number(name, value, minimum=0, maximum=_MAX_DELAY_SECONDS)
     if name == "code":
         if value is not None and not isinstance(value, str):
             raise KlingSimulatorError(f"code must be a string or null, not {value!r}")
@@ -484,11 +502,15 @@ def _rate_limit_reply(
     message: str = _FAULT_SPECS["rate_limit"][1]["message"],
     *,
     code: str | None = _FAULT_SPECS["rate_limit"][1]["code"],
-    retry_after: float | None = _FAULT_SPECS["rate_limit"][1]["retry_after"],
+    retry_after: float | str | None = _FAULT_SPECS["rate_limit"][1]["retry_after"],
 ) -> _Reply:
     """A 429 with an optional ``Retry-After``: a ``rate_limit`` fault, or a submit beyond capacity."""
     reply = _error(HTTPStatus.TOO_MANY_REQUESTS, message, type_="rate_limit_error", code=code)
-    headers = () if retry_after is None else (("Retry-After", f"{retry_after:g}"),)
+    if retry_after is None:
+        headers: tuple[tuple[str, str], ...] = ()
+    else:
+        value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
+        headers = (("Retry-After", value),)
     return _Reply(reply.status, reply.payload, headers)
 
 
@@ -1128,9 +1150,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, _MALFORMED_JSON, "application/json")
         elif fault.kind == "expired":
             self._reply(_expired_reply())
-        else:  # "truncate" is acted out by _result while it streams.
+        elif fault.kind == "endless":
+            self._send_endless(options["seconds"])
+        else:  # "truncate" and "gzip" are acted out by _result, which has the video.
             return False
         return True
+
+    def _send_endless(self, seconds: float) -> None:
+        """A ``200 video/mp4`` whose body never ends (no length): zeros until the client leaves."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Connection", "close")
+        self.send_header("X-Request-Id", self.request_id)
+        self.end_headers()
+        self.close_connection = True
+        ends = time.monotonic() + seconds
+        sent = 0
+        try:
+            while time.monotonic() < ends and not self.server.stopping.is_set():
+                self.wfile.write(_ZEROS)
+                sent += len(_ZEROS)
+        except OSError:
+            pass  # the client hung up: what a client that caps the size does
+        finally:
+            self.server.state.count_bytes(sent)
 
     def _reset_connection(self) -> None:
         """Close the socket at once with a TCP reset, answering nothing."""
@@ -1170,6 +1213,11 @@ class _Handler(BaseHTTPRequestHandler):
             status = HTTPStatus.PARTIAL_CONTENT
             start, stop = byte_range
             headers.append(("Content-Range", f"bytes {start}-{stop - 1}/{body.size}"))
+        if fault is not None and fault.kind == "gzip":
+            # Content-Encoding: gzip over the whole file (Range then counts the coded bytes: not served).
+            coded = gzip.compress(b"".join(bytes(chunk) for chunk in body.iter_range(0, body.size)))
+            self._send(HTTPStatus.OK, coded, "video/mp4", [*headers[:1], ("Content-Encoding", "gzip")])
+            return
         truncate = fault is not None and fault.kind == "truncate"
         self._send_headers(status, "video/mp4", stop - start, headers)
         if self.command == "HEAD":
@@ -1544,7 +1592,8 @@ class KlingSimulator:
         kind                      what the client gets                               options (default)
         ========================  =================================================  =========================
         ``rate_limit``            429, ``Retry-After`` header, JSON error body       ``retry_after`` (1; None:
-                                                                                     no header), ``code``
+                                                                                     no header; text: sent
+                                                                                     as is), ``code``
                                                                                      (``006001094``),
                                                                                      ``message``
         ``server_error``          500/502/503/504 with a JSON error body             ``status`` (500),
@@ -1555,6 +1604,10 @@ class KlingSimulator:
         ``slow``                  the normal answer, after a delay                   ``delay`` (1.0 s)
         ``reset``                 the connection is reset, nothing is answered
         ``truncate``              (result) full ``Content-Length``, half the bytes
+        ``gzip``                  (result) the whole video, ``Content-Encoding:
+                                  gzip``
+        ``endless``               (result) ``200`` with no length and a body of      ``seconds`` (30)
+                                  zeros that goes on until the client leaves
         ``expired``               (result) 403 with an S3-style XML body
         ========================  =================================================  =========================
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import logging
@@ -827,7 +828,7 @@ def test_result_reset_and_slow_faults(sim: KlingSimulator, api: httpx.Client) ->
         ({"endpoint": "submit", "kind": "slow", "delay": 10_000}, "delay"),
         ({"endpoint": "submit", "kind": "server_error", "status": 418}, "status"),
         ({"endpoint": "submit", "kind": "html_error", "status": 200}, "status"),
-        ({"endpoint": "submit", "kind": "rate_limit", "retry_after": "soon"}, "retry_after"),
+        ({"endpoint": "submit", "kind": "rate_limit", "retry_after": "soon\r\nX-Evil: 1"}, "retry_after"),
         ({"endpoint": "submit", "kind": "rate_limit", "colour": "red"}, "Unknown option"),
         ({"endpoint": "submit", "kind": "reset", "times": 0}, "times"),
     ],
@@ -1389,3 +1390,56 @@ def test_max_active_tasks_setting(sim: KlingSimulator) -> None:
         limited.reset()
         assert limited.max_active_tasks == 3
         assert limited.stats()["capacity_refusals"] == 0
+
+
+# -- faults for the fault matrix (issue 9): Retry-After as text, gzip and endless results ----------------
+
+
+@pytest.mark.parametrize("value", ["Wed, 21 Oct 2099 07:28:00 GMT", "soon, maybe"])
+def test_rate_limit_retry_after_text_is_sent_as_is(value: str) -> None:
+    with KlingSimulator() as sim:
+        sim.inject_fault("status", "rate_limit", retry_after=value)
+        response = httpx.get(f"{sim.base_url}/v1/tasks/status", params={"task_id": "x"})
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == value
+
+
+def test_retry_after_text_must_be_printable_ascii() -> None:
+    with KlingSimulator() as sim, pytest.raises(KlingSimulatorError, match="printable ASCII"):
+        sim.inject_fault("status", "rate_limit", retry_after="a\r\nSet-Cookie: x")
+
+
+def _finished_result_url(sim: KlingSimulator) -> str:
+    sim.task_seconds = 0
+    headers = {"Authorization": sim.api_key}
+    body = {"model": "kling-v3-omni", "input": {"prompt": "p"}, "parameters": {"aspect_ratio": "1:1"}}
+    task_id = httpx.post(f"{sim.base_url}/v1/tasks/submit", json=body, headers=headers).json()["output"][
+        "task_id"
+    ]
+    status = httpx.get(f"{sim.base_url}/v1/tasks/status", params={"task_id": task_id}, headers=headers).json()
+    return str(status["output"]["urls"][0])
+
+
+def test_gzip_result_fault_sends_the_video_gzip_coded() -> None:
+    with KlingSimulator() as sim:
+        url = _finished_result_url(sim)
+        sim.inject_fault("result", "gzip")
+        with httpx.stream("GET", url) as response:
+            coded = b"".join(response.iter_raw())
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert int(response.headers["Content-Length"]) == len(coded)
+    assert gzip.decompress(coded) == result_video("1:1")
+
+
+def test_endless_result_fault_never_ends_until_the_client_leaves() -> None:
+    with KlingSimulator() as sim:
+        url = _finished_result_url(sim)
+        sim.inject_fault("result", "endless", seconds=20)
+        received = 0
+        with httpx.stream("GET", url) as response:
+            assert "Content-Length" not in response.headers
+            for chunk in response.iter_raw():
+                received += len(chunk)
+                if received > 8 * 1024 * 1024:
+                    break
+    assert received > 8 * 1024 * 1024
