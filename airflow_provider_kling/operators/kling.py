@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 from pydantic import BaseModel, ValidationError
 
-from airflow_provider_kling.constants import DEFAULT_CONN_ID, RESULT_URL_TTL_HOURS
+from airflow_provider_kling.constants import (
+    DEFAULT_CONN_ID,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    RESULT_URL_TTL_HOURS,
+)
 from airflow_provider_kling.exceptions import (
     KlingError,
     KlingSubmitUncertainError,
@@ -34,12 +39,8 @@ from airflow_provider_kling.models import (
     KlingVideoRequest,
     TaskStatus,
 )
-from airflow_provider_kling.triggers.kling import (
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_WAIT_TIMEOUT,
-    KlingTaskTrigger,
-    finished_task_from_event,
-)
+from airflow_provider_kling.triggers.kling import KlingTaskTrigger, finished_task_from_event
+from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeout, no_result_error
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -131,13 +132,6 @@ def is_static(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return all(is_static(item) for item in value)
     return False
-
-
-def _seconds(value: timedelta | float, name: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise ValueError(f"{name} must not be negative, got {value!r}")
-    return seconds
 
 
 class KlingTaskLedger:
@@ -258,7 +252,9 @@ class KlingSubmitVideoOperator(BaseOperator):
     Without waiting the operator returns the Kling task id (XCom ``return_value``) for a
     :class:`KlingTaskSensor`. With ``wait_for_completion=True`` it returns the finished-task dict
     ``{"kling_task_id", "status", "urls", "usage_seconds", "submit_time", "finish_time"}`` and raises
-    :class:`KlingTaskFailedError` with the vendor's message if the task fails. Waiting defers to
+    :class:`KlingTaskFailedError` with the vendor's message if the task fails, and
+    :class:`KlingTaskNotReadyError` if it reports ``Success`` without a result URL (the record is kept: a
+    retry reattaches to the paid task and queries it again). Waiting defers to
     :class:`KlingTaskTrigger` by default (``deferrable=True``): a video takes minutes, and polling it from
     a worker slot would hold that slot idle the whole time.
 
@@ -293,9 +289,11 @@ class KlingSubmitVideoOperator(BaseOperator):
     :param kling_conn_id: the Airflow connection of the ModelVerse API.
     :param aws_conn_id: the AWS connection used to read ``s3://`` inputs.
     :param wait_for_completion: whether to wait for the task and return the finished-task dict.
-    :param poll_interval: seconds between two status queries while waiting.
-    :param timeout: seconds the whole wait may take (enforced by the trigger itself too).
+    :param poll_interval: seconds between two status queries while waiting: above 0, at most a day.
+    :param timeout: seconds the whole wait may take (enforced by the trigger itself too): 0 to a week.
     :param deferrable: wait in the triggerer (``True``, the default) rather than on the worker.
+    :raises ValueError: when the DAG is parsed: an invalid static request, or a ``poll_interval`` or
+        ``timeout`` that is out of range, ``nan`` or infinite.
     """
 
     template_fields: Sequence[str] = ("kling_conn_id", "aws_conn_id", "request", *REQUEST_FIELDS)
@@ -351,10 +349,8 @@ class KlingSubmitVideoOperator(BaseOperator):
         self.kling_conn_id = kling_conn_id
         self.aws_conn_id = aws_conn_id
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = _seconds(poll_interval, "poll_interval")
-        if self.poll_interval == 0:
-            raise ValueError("poll_interval must be positive")
-        self.timeout = _seconds(timeout, "timeout")
+        self.poll_interval = check_poll_interval(poll_interval, "poll_interval")
+        self.timeout = check_wait_timeout(timeout, "timeout")
         self.deferrable = deferrable
         #: The Kling task this run follows and, once it succeeded, its finished-task dict (for the links).
         self.kling_task_id: str | None = None
@@ -526,6 +522,8 @@ class KlingSubmitVideoOperator(BaseOperator):
         if task.status == TaskStatus.FAILURE:
             raise KlingTaskFailedError(task.task_id, task.error_message)
         self.kling_task_id = task.task_id
+        if not task.urls:
+            raise no_result_error(task.task_id)  # the record stays: a retry reattaches, never pays again
         ledger.forget()
         if not self.wait_for_completion:
             return task.task_id

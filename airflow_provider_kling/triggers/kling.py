@@ -6,7 +6,8 @@ one :class:`~airflow.triggers.base.TriggerEvent`:
 
 * ``{"status": "success", "kling_task_id", "urls", "usage_seconds", "submit_time", "finish_time"}``
 * ``{"status": "failure", "kling_task_id", "message", "usage_seconds"}`` (``message``: the vendor's)
-* ``{"status": "error", "kling_task_id", "reason": "timeout" | "api_error", "message", "last_status"}``
+* ``{"status": "error", "kling_task_id", "reason": "timeout" | "api_error" | "no_result", "message",
+  "last_status"}`` (``no_result``: the task reported ``Success`` without a result URL)
 
 Its kwargs (stored in plain text in the metadata database) and its events (logged) hold ids, the conn id,
 result URLs and numbers: never the API key, never the request.
@@ -15,23 +16,50 @@ result URLs and numbers: never the API key, never the request.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kling.constants import DEFAULT_CONN_ID
-from airflow_provider_kling.exceptions import KlingError, KlingTaskFailedError, KlingTaskTimeoutError
+from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
+from airflow_provider_kling.exceptions import (
+    KlingError,
+    KlingTaskFailedError,
+    KlingTaskNotReadyError,
+    KlingTaskTimeoutError,
+    KlingTransportError,
+)
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.models import KlingTask, TaskStatus
+from airflow_provider_kling.models import KlingTask, TaskStatus, check_kling_task_id
+from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeout, no_result_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-#: Default seconds between two status queries.
-DEFAULT_POLL_INTERVAL: Final = 30.0
-#: Default seconds a wait may take, from the moment it starts.
-DEFAULT_WAIT_TIMEOUT: Final = 3600.0
+# DEFAULT_POLL_INTERVAL and DEFAULT_WAIT_TIMEOUT live in ``constants``; kept importable from here.
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_WAIT_TIMEOUT",
+    "EVENT_ERROR",
+    "EVENT_FAILURE",
+    "EVENT_SUCCESS",
+    "MIN_QUERY_SECONDS",
+    "QUERY_GRACE_SECONDS",
+    "REASON_API_ERROR",
+    "REASON_NO_RESULT",
+    "REASON_TIMEOUT",
+    "KlingTaskTrigger",
+    "finished_task_from_event",
+]
+
+#: Seconds a status query may take at least, even when less of the wait is left (the last query, at the
+#: deadline, and the first one of a trigger restarted after its deadline): the wait ends at most this
+#: (plus :data:`QUERY_GRACE_SECONDS`) after its ``timeout``.
+MIN_QUERY_SECONDS: Final = 1.0
+#: Seconds the trigger gives the hook beyond the time it passed it, to end a query with its own error,
+#: before the trigger cancels the query itself.
+QUERY_GRACE_SECONDS: Final = 0.5
 
 #: ``status`` values of the events.
 EVENT_SUCCESS: Final = "success"
@@ -40,6 +68,7 @@ EVENT_ERROR: Final = "error"
 #: ``reason`` values of an ``error`` event.
 REASON_TIMEOUT: Final = "timeout"
 REASON_API_ERROR: Final = "api_error"
+REASON_NO_RESULT: Final = "no_result"
 
 
 def finished_task_from_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -52,10 +81,14 @@ def finished_task_from_event(event: dict[str, Any]) -> dict[str, Any]:
     :param event: the event payload.
     :raises KlingTaskFailedError: the task failed (with the vendor's message).
     :raises KlingTaskTimeoutError: the wait timed out.
+    :raises KlingTaskNotReadyError: the task succeeded without result URLs (see
+        :func:`~airflow_provider_kling.waiting.no_result_error` for why this is not a fail-without-retry).
     :raises KlingError: the API refused the status query, or the event is not one of this trigger's.
     """
     kling_task_id = str(event.get("kling_task_id") or "")
     status = event.get("status")
+    if status == EVENT_SUCCESS and not event.get("urls"):
+        raise no_result_error(kling_task_id)
     if status == EVENT_SUCCESS:
         return {
             "kling_task_id": kling_task_id,
@@ -71,6 +104,8 @@ def finished_task_from_event(event: dict[str, Any]) -> dict[str, Any]:
         raise KlingTaskTimeoutError(
             kling_task_id, float(event.get("timeout") or 0.0), event.get("last_status") or None
         )
+    if status == EVENT_ERROR and event.get("reason") == REASON_NO_RESULT:
+        raise KlingTaskNotReadyError(str(event.get("message") or no_result_error(kling_task_id)))
     if status == EVENT_ERROR:
         raise KlingError(f"Waiting for Kling task {kling_task_id} failed: {event.get('message')}")
     raise KlingError(f"Unexpected event from the Kling trigger: {event!r}")
@@ -89,13 +124,23 @@ class KlingTaskTrigger(BaseTrigger):
 
     The trigger enforces its own ``timeout`` (Airflow's defer timeout is not enforced under
     ``airflow dags test``) against a wall-clock ``deadline`` fixed when the trigger is first created, so a
-    trigger that moves to another triggerer does not restart its clock.
+    trigger that moves to another triggerer does not restart its clock. No status query outlives it: the
+    hook is told the time left (``aget_task(timeout=...)``, its retries and ``Retry-After`` waits included),
+    and the trigger cancels a query that overruns that by :data:`QUERY_GRACE_SECONDS`. Each query gets at
+    least :data:`MIN_QUERY_SECONDS`, so the wait ends at most about 1.5 s after ``timeout``.
 
-    :param kling_task_id: the API's task id to wait for.
+    A ``Success`` without a result URL ends the wait with a ``no_result`` error, where it is first seen.
+
+    :param kling_task_id: the API's task id to wait for
+        (:func:`~airflow_provider_kling.models.check_kling_task_id`).
     :param kling_conn_id: the Airflow connection of the ModelVerse API.
-    :param poll_interval: seconds between two status queries.
-    :param timeout: seconds the whole wait may take.
-    :param deadline: Unix time at which the wait ends; set by :meth:`serialize`, leave it out.
+    :param poll_interval: seconds between two status queries: above 0, at most a day
+        (:func:`~airflow_provider_kling.waiting.check_poll_interval`).
+    :param timeout: seconds the whole wait may take: 0 to a week
+        (:func:`~airflow_provider_kling.waiting.check_wait_timeout`).
+    :param deadline: Unix time at which the wait ends; set by :meth:`serialize`, leave it out. It is held
+        to at most ``timeout`` from now.
+    :raises ValueError: an argument is unusable (a number that could never end the wait included).
     """
 
     def __init__(
@@ -108,17 +153,17 @@ class KlingTaskTrigger(BaseTrigger):
         deadline: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is untyped
-        if not kling_task_id:
-            raise ValueError("kling_task_id must be a non-empty Kling task id")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
-        if timeout < 0:
-            raise ValueError(f"timeout must not be negative, got {timeout!r}")
-        self.kling_task_id = kling_task_id
+        self.kling_task_id = check_kling_task_id(kling_task_id, field="kling_task_id")
         self.kling_conn_id = kling_conn_id
-        self.poll_interval = float(poll_interval)
-        self.timeout = float(timeout)
-        self.deadline = float(deadline) if deadline is not None else time.time() + self.timeout
+        self.poll_interval = check_poll_interval(poll_interval, "poll_interval")
+        self.timeout = check_wait_timeout(timeout, "timeout")
+        latest = time.time() + self.timeout
+        if deadline is None:
+            self.deadline = latest
+        elif isinstance(deadline, int | float) and not isinstance(deadline, bool) and math.isfinite(deadline):
+            self.deadline = min(float(deadline), latest)
+        else:
+            raise ValueError(f"deadline must be a finite Unix time, got {deadline!r}")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the class path and the kwargs: ids, the conn id and numbers only."""
@@ -150,7 +195,7 @@ class KlingTaskTrigger(BaseTrigger):
         last_status: TaskStatus | None = None
         while True:
             try:
-                task: KlingTask = await hook.aget_task(self.kling_task_id)
+                task = await self._query(hook, max(ends - loop.time(), MIN_QUERY_SECONDS))
             except KlingError as error:
                 if not KlingHook.is_retryable_error(error):
                     self.log.error("Kling task %s: status query refused: %s", self.kling_task_id, error)
@@ -172,6 +217,10 @@ class KlingTaskTrigger(BaseTrigger):
                         loop.time() - started,
                     )
                     last_status = task.status
+                if task.status == TaskStatus.SUCCESS and not task.urls:
+                    message = str(no_result_error(self.kling_task_id))
+                    self.log.error("%s", message)
+                    return self._error(REASON_NO_RESULT, message, last_status)
                 if task.status == TaskStatus.SUCCESS:
                     return {"status": EVENT_SUCCESS, **_without_status(task.as_result())}
                 if task.status == TaskStatus.FAILURE:
@@ -191,6 +240,27 @@ class KlingTaskTrigger(BaseTrigger):
                 self.log.error("%s", message)
                 return {**self._error(REASON_TIMEOUT, message, last_status), "timeout": self.timeout}
             await asyncio.sleep(min(self.poll_interval, remaining))
+
+    async def _query(self, hook: KlingHook, seconds: float) -> KlingTask:
+        """
+        Query the task's status once, in at most ``seconds`` (plus a grace), whatever the hook does.
+
+        :param hook: the hook to query with.
+        :param seconds: how long the query may take, the hook's retries included.
+        :raises KlingTransportError: the query overran its time and was cancelled (retryable).
+        """
+        scope = asyncio.timeout(seconds + QUERY_GRACE_SECONDS)
+        try:
+            async with scope:
+                return await hook.aget_task(self.kling_task_id, timeout=seconds)
+        except TimeoutError as error:
+            if not scope.expired():
+                raise  # the hook's own TimeoutError: unexpected, not this deadline's
+            raise KlingTransportError(
+                f"The status query of Kling task {self.kling_task_id} took longer than "
+                f"{seconds + QUERY_GRACE_SECONDS:.1f} s and was cancelled",
+                sent=True,
+            ) from error
 
     def _error(self, reason: str, message: str, last_status: TaskStatus | None) -> dict[str, Any]:
         return {

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
@@ -20,10 +22,12 @@ from airflow_provider_kling.exceptions import (
     KlingError,
     KlingSubmitUncertainError,
     KlingTaskFailedError,
+    KlingTaskNotReadyError,
     KlingTaskTimeoutError,
 )
+from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
-from airflow_provider_kling.models import KlingVideoRequest
+from airflow_provider_kling.models import KlingTask, KlingVideoRequest, TaskStatus
 from airflow_provider_kling.operators.kling import (
     KlingSubmitVideoOperator,
     KlingTaskLedger,
@@ -34,7 +38,6 @@ from airflow_provider_kling.triggers.kling import KlingTaskTrigger
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from datetime import timedelta
     from pathlib import Path
 
     from airflow.sdk import Context
@@ -670,8 +673,6 @@ def test_execute_closes_the_hooks_http_client_even_when_it_defers(
     kling_connection: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from airflow_provider_kling.hooks.kling import KlingHook
-
     closed: list[KlingHook] = []
     original_close = KlingHook.close
 
@@ -687,3 +688,92 @@ def test_execute_closes_the_hooks_http_client_even_when_it_defers(
     deferred_trigger(defers, run.context())
 
     assert closed == [returns.hook, defers.hook]
+
+
+# -- waits that could never end, and a success without a result (issue 9, defects 8 and 10) -----------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        ({"poll_interval": math.nan}, "poll_interval"),
+        ({"poll_interval": math.inf}, "poll_interval"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": timedelta(days=2)}, "poll_interval"),
+        ({"poll_interval": True}, "poll_interval"),
+        ({"timeout": math.nan}, "timeout"),
+        ({"timeout": math.inf}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": timedelta(days=8)}, "timeout"),
+        ({"timeout": "3600"}, "timeout"),
+    ],
+    ids=str,
+)
+def test_a_wait_that_could_never_end_fails_when_the_dag_is_parsed(
+    arguments: dict[str, Any], name: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number of seconds"):
+        operator(**VALID, wait_for_completion=True, **arguments)
+
+
+def test_wait_arguments_accept_timedeltas_up_to_their_limits() -> None:
+    op = operator(**VALID, poll_interval=timedelta(days=1), timeout=timedelta(days=7))
+
+    assert (op.poll_interval, op.timeout) == (86400.0, 604800.0)
+
+
+def test_execute_complete_no_result_raises_not_ready_and_keeps_the_record(run: TaskInstanceRun) -> None:
+    assert run.store is not None
+    run.store.set(KlingTaskLedger.KEY, {"kling_task_id": "t-1", "external_task_id": "x"})
+    event = {
+        "status": "error",
+        "kling_task_id": "t-1",
+        "reason": "no_result",
+        "message": "Kling task t-1 succeeded without result URLs: there is no video to use.",
+        "last_status": "Success",
+    }
+
+    with pytest.raises(KlingTaskNotReadyError, match="t-1 succeeded without result URLs"):
+        operator(**VALID, wait_for_completion=True).execute_complete(run.context(), event)
+    with pytest.raises(KlingTaskNotReadyError, match="t-1 succeeded without result URLs"):
+        operator(**VALID, wait_for_completion=True).execute_complete(
+            run.context(), success_event("t-1", urls=[])
+        )
+    # A retry reattaches to the paid task; it never submits again.
+    assert run.store.values[KlingTaskLedger.KEY]["kling_task_id"] == "t-1"
+
+
+EMPTY_SUCCESS = KlingTask(task_id="t-empty", status=TaskStatus.SUCCESS, urls=[])
+
+
+def test_a_worker_side_wait_that_ends_without_urls_raises_not_ready_and_keeps_the_record(
+    run: TaskInstanceRun, kling_connection: str
+) -> None:
+    op = operator(**VALID, wait_for_completion=True, deferrable=False, poll_interval=0.05, timeout=30)
+
+    with (
+        mock.patch.object(KlingHook, "submit_task", return_value="t-empty"),
+        mock.patch.object(KlingHook, "wait_for_task", return_value=EMPTY_SUCCESS),
+        pytest.raises(KlingTaskNotReadyError, match="t-empty succeeded without result URLs"),
+    ):
+        op.execute(run.context())
+    assert run.store is not None
+    assert run.store.values[KlingTaskLedger.KEY]["kling_task_id"] == "t-empty"
+
+
+@pytest.mark.parametrize("wait_for_completion", [True, False])
+def test_a_reattach_to_a_success_without_urls_raises_not_ready_and_never_submits(
+    run: TaskInstanceRun, kling_connection: str, wait_for_completion: bool
+) -> None:
+    assert run.store is not None
+    run.store.set(KlingTaskLedger.KEY, {"kling_task_id": "t-empty", "external_task_id": "x"})
+    op = operator(**VALID, wait_for_completion=wait_for_completion)
+
+    with (
+        mock.patch.object(KlingHook, "get_task", return_value=EMPTY_SUCCESS),
+        mock.patch.object(KlingHook, "submit_task") as submit_task,
+        pytest.raises(KlingTaskNotReadyError, match="t-empty succeeded without result URLs"),
+    ):
+        op.execute(run.context(try_number=2))
+    submit_task.assert_not_called()
+    assert run.store.values[KlingTaskLedger.KEY]["kling_task_id"] == "t-empty"

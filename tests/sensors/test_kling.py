@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
 
-from airflow_provider_kling.exceptions import KlingAuthError, KlingError, KlingTaskFailedError
+from airflow_provider_kling.exceptions import (
+    KlingAuthError,
+    KlingError,
+    KlingTaskFailedError,
+    KlingTaskNotReadyError,
+)
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
+from airflow_provider_kling.models import KlingTask, TaskStatus
 from airflow_provider_kling.sensors.kling import KlingTaskSensor
 from airflow_provider_kling.triggers.kling import KlingTaskTrigger
 
@@ -261,3 +273,111 @@ def test_the_video_link_is_empty_once_the_result_url_expired() -> None:
 def test_rejects_a_poke_interval_that_would_spin(poke_interval: float) -> None:
     with pytest.raises(ValueError, match="poke_interval"):
         KlingTaskSensor(task_id="wait", kling_task_id="t", poke_interval=poke_interval)
+
+
+# -- waits that could never end, a success without a result, hostile task ids (issue 9: 8, 10, 6) ----------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        ({"poke_interval": math.nan}, "poke_interval"),
+        ({"poke_interval": math.inf}, "poke_interval"),
+        ({"poke_interval": timedelta(days=2)}, "poke_interval"),
+        ({"poke_interval": True}, "poke_interval"),
+        ({"timeout": math.nan}, "timeout"),
+        ({"timeout": math.inf}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": timedelta(days=8)}, "timeout"),
+    ],
+    ids=str,
+)
+def test_a_wait_that_could_never_end_fails_when_the_dag_is_parsed(
+    arguments: dict[str, Any], name: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number of seconds"):
+        KlingTaskSensor(task_id="wait", kling_task_id="t", **arguments)
+
+
+def test_wait_arguments_accept_timedeltas_up_to_their_limits() -> None:
+    sensor = KlingTaskSensor(
+        task_id="wait", kling_task_id="t", poke_interval=timedelta(days=1), timeout=timedelta(days=7)
+    )
+
+    assert (sensor.poke_interval, sensor.timeout) == (86400.0, 604800.0)
+
+
+EMPTY_SUCCESS = KlingTask(task_id="t-empty", status=TaskStatus.SUCCESS, urls=[])
+
+
+def test_poke_raises_not_ready_for_a_success_without_urls(kling_connection: str) -> None:
+    sensor = KlingTaskSensor(task_id="wait", kling_task_id="t-empty", deferrable=False)
+
+    with (
+        mock.patch.object(KlingHook, "get_task", return_value=EMPTY_SUCCESS),
+        sensor.hook,
+        pytest.raises(KlingTaskNotReadyError, match="Kling task t-empty succeeded without result URLs"),
+    ):
+        sensor.poke(CONTEXT)
+    assert sensor.kling_result is None
+
+
+def test_execute_raises_not_ready_for_a_success_without_urls_before_deferring(kling_connection: str) -> None:
+    with (
+        mock.patch.object(KlingHook, "get_task", return_value=EMPTY_SUCCESS),
+        pytest.raises(KlingTaskNotReadyError, match="t-empty succeeded without result URLs"),
+    ):
+        KlingTaskSensor(task_id="wait", kling_task_id="t-empty").execute(CONTEXT)
+
+
+def test_a_no_result_event_raises_not_ready_even_with_soft_fail() -> None:
+    sensor = KlingTaskSensor(task_id="wait", kling_task_id="t-1", soft_fail=True)
+    event = {
+        "status": "error",
+        "kling_task_id": "t-1",
+        "reason": "no_result",
+        "message": "Kling task t-1 succeeded without result URLs: there is no video to use.",
+        "last_status": "Success",
+    }
+
+    with pytest.raises(KlingTaskNotReadyError, match="t-1 succeeded without result URLs"):
+        sensor.resume_execution("execute_complete", {"event": event}, CONTEXT)
+    with pytest.raises(KlingTaskNotReadyError, match="t-1 succeeded without result URLs"):
+        sensor.execute_complete(CONTEXT, success_event("t-1", urls=[]))
+    assert sensor.kling_result is None
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["", "../../../escape", "task\nid", "tâche-1", "x" * 129, "a/b", " task"],
+    ids=["empty", "dot-dot", "newline", "non-ascii", "too-long", "slash", "space"],
+)
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "poke"])
+def test_a_rendered_bad_task_id_fails_without_retries_before_any_http_call(
+    kling_connection: str, bad_id: str, deferrable: bool
+) -> None:
+    sensor = KlingTaskSensor(
+        task_id="wait",
+        kling_task_id="{{ ti.xcom_pull('submit') }}",
+        deferrable=deferrable,
+        poke_interval=0.05,
+    )
+    sensor.render_template_fields({"ti": FakeTaskInstance({"submit": bad_id})})  # type: ignore[typeddict-item]
+
+    with (
+        mock.patch.object(KlingHook, "get_task") as get_task,
+        pytest.raises(AirflowFailException, match="kling_task_id"),
+    ):
+        sensor.execute(CONTEXT)
+    get_task.assert_not_called()
+
+
+def test_poke_checks_the_task_id_too(kling_connection: str) -> None:
+    sensor = KlingTaskSensor(task_id="wait", kling_task_id="../x", deferrable=False)
+
+    with (
+        mock.patch.object(KlingHook, "get_task") as get_task,
+        pytest.raises(AirflowFailException, match="kling_task_id"),
+    ):
+        sensor.poke(CONTEXT)
+    get_task.assert_not_called()

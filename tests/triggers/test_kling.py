@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -20,14 +21,17 @@ from airflow.sdk.module_loading import import_string
 from airflow_provider_kling.exceptions import (
     KlingError,
     KlingTaskFailedError,
+    KlingTaskNotReadyError,
     KlingTaskTimeoutError,
+    KlingTransportError,
 )
 from airflow_provider_kling.hooks._clients import ASYNC_POOL_SIZE
 from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.models import KlingTask, TaskStatus
 from airflow_provider_kling.triggers.kling import KlingTaskTrigger, finished_task_from_event
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from airflow_provider_kling.testing import KlingSimulator
 
@@ -535,3 +539,166 @@ class LoopStallWatchdog:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+# -- arguments that could never end a wait, and hostile hooks (issue 9, defects 2, 8 and 10) ---------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"poll_interval": math.nan}, "poll_interval"),
+        ({"poll_interval": math.inf}, "poll_interval"),
+        ({"poll_interval": 86401}, "poll_interval"),
+        ({"poll_interval": True}, "poll_interval"),
+        ({"timeout": math.nan}, "timeout"),
+        ({"timeout": math.inf}, "timeout"),
+        ({"timeout": 8 * 86400}, "timeout"),
+        ({"deadline": math.nan}, "deadline"),
+        ({"deadline": math.inf}, "deadline"),
+    ],
+    ids=str,
+)
+def test_rejects_numbers_that_could_never_end_the_wait(arguments: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        KlingTaskTrigger(kling_task_id="t", **arguments)
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["", "../../../escape", "task\nid", "tâche-1", "x" * 129, "a/b", " task", None, 42],
+    ids=["empty", "dot-dot", "newline", "non-ascii", "too-long", "slash", "space", "none", "int"],
+)
+def test_rejects_a_malformed_task_id_naming_the_field(bad_id: Any) -> None:
+    with pytest.raises(ValueError, match=r"^kling_task_id"):
+        KlingTaskTrigger(kling_task_id=bad_id)
+
+
+def test_a_deadline_further_than_the_timeout_is_held_to_the_timeout() -> None:
+    trigger = KlingTaskTrigger(kling_task_id="t", timeout=60, deadline=time.time() + 10**6)
+
+    assert trigger.deadline == pytest.approx(time.time() + 60, abs=5)
+
+
+class FakeHook:
+    """Stands in for :class:`KlingHook`: answers ``aget_task`` from a script and records the calls."""
+
+    def __init__(self, answer: Callable[[str, float | None], KlingTask | Awaitable[KlingTask]]) -> None:
+        self.answer = answer
+        self.calls: list[dict[str, Any]] = []
+
+    async def aget_task(
+        self,
+        task_id: str,
+        *,
+        max_retries: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the signature of KlingHook.aget_task
+    ) -> KlingTask:
+        self.calls.append({"task_id": task_id, "timeout": timeout})
+        result = self.answer(task_id, timeout)
+        return result if isinstance(result, KlingTask) else await result
+
+
+def use_hook(monkeypatch: pytest.MonkeyPatch, hook: FakeHook) -> FakeHook:
+    monkeypatch.setattr(KlingTaskTrigger, "_hook", lambda self: hook)
+    return hook
+
+
+def task(task_id: str, task_status: str, **fields: Any) -> KlingTask:
+    return KlingTask(task_id=task_id, status=TaskStatus(task_status), **fields)
+
+
+async def hang_forever(task_id: str, seconds: float | None) -> KlingTask:
+    await asyncio.Event().wait()  # a status answer that never ends (a body trickling one byte at a time)
+    raise AssertionError("unreachable")
+
+
+async def hang_until_its_timeout(task_id: str, seconds: float | None) -> KlingTask:
+    assert seconds is not None
+    await asyncio.sleep(seconds)
+    raise KlingTransportError(f"the status query took longer than {seconds:g} s", sent=True)
+
+
+async def running_slowly(task_id: str, seconds: float | None) -> KlingTask:
+    await asyncio.sleep(0.1)
+    return task(task_id, "Running")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [hang_forever, hang_until_its_timeout, running_slowly],
+    ids=["hook-ignores-its-timeout", "hook-keeps-its-timeout", "status-never-ends"],
+)
+async def test_a_query_that_never_ends_cannot_outlive_the_triggers_timeout(
+    monkeypatch: pytest.MonkeyPatch, answer: Any
+) -> None:
+    hook = use_hook(monkeypatch, FakeHook(answer))
+    trigger = KlingTaskTrigger(kling_task_id="task-11", poll_interval=0.05, timeout=0.3)
+    started = time.monotonic()
+
+    events = await asyncio.wait_for(events_of(trigger), timeout=30)
+
+    elapsed = time.monotonic() - started
+    assert [(event["status"], event["reason"], event["timeout"]) for event in events] == [
+        ("error", "timeout", 0.3)
+    ]
+    assert "task-11 did not finish within 0.3 s" in events[0]["message"]
+    assert elapsed < 5, f"the trigger waited {elapsed:.1f} s with timeout=0.3"
+    # The hook is told how long each query may take: never more than what is left of the wait.
+    assert hook.calls
+    assert all(call["timeout"] is not None and 0 < call["timeout"] <= 5 for call in hook.calls)
+
+
+async def test_the_hook_is_given_the_remaining_time_of_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([task("task-12", "Running"), task("task-12", "Success", urls=[SUCCESS_URL])])
+    hook = use_hook(monkeypatch, FakeHook(lambda task_id, timeout: next(answers)))
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-12", poll_interval=0.05, timeout=600))
+
+    assert [event["status"] for event in events] == ["success"]
+    first, second = (call["timeout"] for call in hook.calls)
+    assert 590 < second < first <= 600
+
+
+@pytest.mark.parametrize("error", [RuntimeError("surprise"), RecursionError("deep"), TimeoutError("own")])
+async def test_a_non_kling_error_of_the_hook_ends_in_one_api_error_event(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def broken(task_id: str, timeout: float | None) -> KlingTask:
+        raise error
+
+    use_hook(monkeypatch, FakeHook(broken))
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-13", poll_interval=0.01, timeout=30))
+
+    assert [(event["status"], event["reason"]) for event in events] == [("error", "api_error")]
+    assert type(error).__name__ in events[0]["message"]
+
+
+async def test_a_success_without_urls_ends_in_a_no_result_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = use_hook(monkeypatch, FakeHook(lambda task_id, timeout: task(task_id, "Success", urls=[])))
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-14", poll_interval=0.01, timeout=30))
+
+    assert len(hook.calls) == 1
+    [event] = events
+    assert (event["status"], event["reason"], event["last_status"]) == ("error", "no_result", "Success")
+    assert "Kling task task-14 succeeded without result URLs" in event["message"]
+    with pytest.raises(KlingTaskNotReadyError, match="task-14 succeeded without result URLs"):
+        finished_task_from_event(event)
+
+
+async def test_a_success_without_urls_over_http_ends_in_a_no_result_error(api: respx.MockRouter) -> None:
+    api.get(STATUS_URL).mock(return_value=status("task-15", "Success", urls=[]))
+
+    events = await events_of(KlingTaskTrigger(kling_task_id="task-15", poll_interval=0.01, timeout=30))
+
+    assert [(event["status"], event["reason"]) for event in events] == [("error", "no_result")]
+
+
+@pytest.mark.parametrize("urls", [[], None], ids=["empty", "missing"])
+def test_a_success_event_without_urls_raises_not_ready(urls: list[str] | None) -> None:
+    event = {"status": "success", "kling_task_id": "t", "urls": urls, "usage_seconds": 5}
+
+    with pytest.raises(KlingTaskNotReadyError, match="Kling task t succeeded without result URLs"):
+        finished_task_from_event(event)
