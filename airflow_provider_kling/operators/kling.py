@@ -27,8 +27,10 @@ from airflow_provider_kling.constants import (
     RESULT_URL_TTL_HOURS,
 )
 from airflow_provider_kling.exceptions import (
+    KlingBadRequestError,
     KlingError,
     KlingSubmitUncertainError,
+    KlingTaskCreationError,
     KlingTaskFailedError,
 )
 from airflow_provider_kling.hooks.kling import KlingHook
@@ -483,11 +485,20 @@ class KlingSubmitVideoOperator(BaseOperator):
 
             request = resolve_s3_inputs(request, aws_conn_id=self.aws_conn_id)
         external_task_id = request.parameters.external_task_id
-        ledger.begin_submit(external_task_id)
+        try:
+            ledger.begin_submit(external_task_id)
+        except Exception as error:
+            raise RuntimeError(
+                f"Could not record the coming Kling submit in the task state store ({error}): nothing was "
+                "submitted and nothing is billed. A retry submits once the store can be written."
+            ) from error
         try:
             kling_task_id = self.hook.submit_task(request)
         except KlingSubmitUncertainError:
             raise  # the record stays without a task id: no later try resends blindly
+        except (KlingTaskCreationError, KlingBadRequestError) as error:
+            ledger.forget()  # the API refused this request: the same request can never pass
+            raise AirflowFailException(f"The Kling API refused the request: {error}") from error
         except KlingError:
             ledger.forget()  # the hook proved that no task was created
             raise

@@ -420,13 +420,16 @@ class S3StreamUploader:
     ) -> LandedObject:
         from botocore.exceptions import ClientError
 
-        created = self.s3.create_multipart_upload(
-            Bucket=target.bucket,
-            Key=target.key,
-            ContentType=target.content_type,
-            Metadata=dict(target.metadata),
-            ChecksumAlgorithm=self.checksum_algorithm,
-        )
+        try:
+            created = self.s3.create_multipart_upload(
+                Bucket=target.bucket,
+                Key=target.key,
+                ContentType=target.content_type,
+                Metadata=dict(target.metadata),
+                ChecksumAlgorithm=self.checksum_algorithm,
+            )
+        except ClientError as error:
+            raise KlingS3UploadError(f"S3 refused to start the upload of {target.uri}: {error}") from error
         upload_id = created["UploadId"]
         try:
             with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="kling-s3-part") as pool:
@@ -532,7 +535,14 @@ class S3StreamUploader:
         return existing
 
     def _verify_size(self, target: S3Target, size: int) -> None:
-        head = self.s3.head_object(Bucket=target.bucket, Key=target.key)
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.s3.head_object(Bucket=target.bucket, Key=target.key)
+        except ClientError as error:
+            raise KlingS3UploadError(
+                f"Cannot check the size of {target.uri} after the upload: {error}"
+            ) from error
         if head["ContentLength"] != size:
             self.s3.delete_object(Bucket=target.bucket, Key=target.key)
             raise KlingS3UploadError(

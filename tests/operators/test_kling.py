@@ -575,6 +575,38 @@ def test_a_submit_the_api_refused_leaves_no_record(
     assert kling_simulator.submitted == []
 
 
+def test_a_creation_error_fails_without_retries_and_leaves_no_record(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    # 006001099 (here: an external_task_id already used) proves nothing was created, and the same request
+    # can never pass: fail fast (issue 9 fault matrix), never a retry loop.
+    operator(**VALID, external_task_id="taken").execute(run.context())
+    second = TaskInstanceRun()
+
+    with pytest.raises(AirflowFailException, match=r"refused the request.*006001099"):
+        operator(**VALID, external_task_id="taken").execute(second.context())
+
+    assert second.store is not None
+    assert second.store.values == {}
+    assert len(kling_simulator.submitted) == 1
+
+
+class FailingStateStore(FakeStateStore):
+    def set(self, key: str, value: Any, *, retention: timedelta | None = None) -> None:
+        raise OSError("the API server answered 500 to the state store write")
+
+
+def test_a_state_store_that_cannot_be_written_stops_the_submit_before_paying(
+    kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    run = TaskInstanceRun(store=FailingStateStore())
+
+    with pytest.raises(RuntimeError, match="nothing was submitted and nothing is billed"):
+        operator(**VALID).execute(run.context())
+
+    assert kling_simulator.submitted == []
+
+
 def test_a_cleared_task_that_succeeded_submits_a_new_task(
     run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
 ) -> None:

@@ -405,7 +405,8 @@ def test_state_store_write_failure_fails_before_paying(matrix: Matrix) -> None:
     for attempt in (1, 2):
         log = try_logs(files, attempt)
         assert "Injected fault: the write of 'kling_task' to the task state store fails" in log
-        # The store's own error fails the try, as the Execution API's would (no wrapper, nothing swallowed).
+        # The provider says what it means (nothing paid) and keeps the store's own error as the cause.
+        assert "nothing was submitted and nothing is billed" in log, log[-3000:]
         assert re.search(r'"exc_type": ?"AirflowRuntimeError"', log), log[-3000:]
         assert STORE_FAILURE_MESSAGE in log, log[-3000:]
     assert matrix.deployment.state_store(FAILING_DAG_ID, task_id) == []

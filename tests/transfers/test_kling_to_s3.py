@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.header
 import hashlib
+import re
 import sys
 import threading
 import tracemalloc
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import httpx
 import pytest
+import respx
 from airflow.sdk import AssetAlias
 from hypothesis import given
 from hypothesis import strategies as st
@@ -315,6 +317,16 @@ def test_a_failing_middle_part_aborts_the_upload(s3: S3Client) -> None:
     assert unfinished_uploads(s3, BUCKET) == []
 
 
+def test_a_missing_bucket_is_a_clear_upload_error_and_leaves_nothing(s3: S3Client) -> None:
+    server = ResultServer(payload(3 * PART))
+
+    with pytest.raises(KlingS3UploadError, match="NoSuchBucket"):
+        uploader(s3).upload(server.stream(), S3Target("kling-no-such-bucket", "videos/0.mp4"))
+
+    assert keys(s3, BUCKET) == []
+    assert unfinished_uploads(s3, BUCKET) == []
+
+
 def test_same_video_already_there_is_a_no_op(s3: S3Client) -> None:
     data = payload(MiB)
     uploader(s3).upload(ResultServer(data).stream(), target())
@@ -485,6 +497,31 @@ def test_keys_render_index_and_task_id_in_the_order_of_urls() -> None:
         "kling-usage-seconds": "5",
     }
     assert targets[0].content_type == "video/mp4"
+
+
+@pytest.mark.parametrize(
+    ("s3_key", "problem"),
+    [
+        ("../escape/{index}.mp4", "'..' segment"),
+        ("a/../../b/{index}.mp4", "'..' segment"),
+        ("a//b/{index}.mp4", "empty"),
+        ("/leading/{index}.mp4", "starts with '/'"),
+        ("a/./b/{index}.mp4", "'.' or '..'"),
+        ("new\nline/{index}.mp4", "control character"),
+        ("{index}/..", "'..'"),
+    ],
+)
+def test_keys_that_could_land_elsewhere_are_refused_before_any_download(s3_key: str, problem: str) -> None:
+    op = KlingToS3Operator(task_id="copy", kling_task_id="kt-42", s3_bucket="b", s3_key=s3_key)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        op.targets_for(make_task(urls=["https://r/0"]))
+
+
+@pytest.mark.parametrize("kling_task_id", ["", "../../escape", "a\nb", "vidéo"])
+def test_a_hostile_task_id_fails_before_any_request(kling_task_id: str) -> None:
+    op = KlingToS3Operator(task_id="copy", kling_task_id=kling_task_id, s3_bucket="b")
+    with respx.mock(assert_all_mocked=True), pytest.raises(ValueError, match="kling_task_id"):
+        op.execute({})  # type: ignore[arg-type]
 
 
 def test_a_full_s3_url_key_needs_no_bucket() -> None:
