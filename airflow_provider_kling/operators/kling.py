@@ -11,9 +11,11 @@ reattaches to that task instead of paying for a new one (see :class:`KlingTaskLe
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -41,10 +43,12 @@ from airflow_provider_kling.models import (
     KlingVideoRequest,
     TaskStatus,
 )
-from airflow_provider_kling.triggers.kling import KlingTaskTrigger, finished_task_from_event
+from airflow_provider_kling.triggers.kling import defer_to_trigger, finished_task_from_event
 from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeout, no_result_error
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from airflow.sdk import Context
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor
     from airflow.sdk.types import Logger
@@ -136,13 +140,51 @@ def is_static(value: Any) -> bool:
     return False
 
 
+def request_digest(request: KlingVideoRequest) -> str:
+    """
+    Return the SHA-256 of a request as sent, without its ``external_task_id`` (which names the try).
+
+    Two tries of a task instance that render the same request have the same digest; a request that
+    changed between them (a fixed Variable, a shifted mapped list, a template on ``ti.try_number``) does not.
+    Take it before ``s3://`` inputs are resolved (their presigned URLs change with every try).
+
+    :param request: the validated request.
+    """
+    body = request.to_api_body()
+    body["parameters"].pop("external_task_id", None)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    """
+    What :class:`KlingTaskLedger` remembers of a submit.
+
+    :param kling_task_id: the task the submit created; ``None`` if it was never confirmed.
+    :param external_task_id: the ``external_task_id`` it carried.
+    :param request_sha256: the :func:`request_digest` of its request (``None`` in records written before
+        the digest was kept: those are taken as the same request).
+    """
+
+    kling_task_id: str | None = None
+    external_task_id: str | None = None
+    request_sha256: str | None = None
+
+    def is_for(self, digest: str) -> bool:
+        """Whether the recorded submit was made for the request with this digest."""
+        return self.request_sha256 is None or self.request_sha256 == digest
+
+
 class KlingTaskLedger:
     """
     The submit operator's record of the Kling task it paid for, kept in ``context["task_state_store"]``.
 
     The store (Airflow 3.3+) belongs to the task instance and survives its retries (XComs do not), so a
     retry finds the task an earlier try submitted. The record is one key, :attr:`KEY`, whose value is
-    ``{"kling_task_id": <id or None>, "external_task_id": <id or None>}``:
+    ``{"kling_task_id": <id or None>, "external_task_id": <id or None>, "request_sha256": <digest>}``
+    (:func:`request_digest`: the request as sent, before ``s3://`` resolution, without
+    ``external_task_id``; a retry reattaches only to a task made for the same request):
 
     * written with ``kling_task_id: None`` just before the submit request, and with the id right after it
       returns, before anything else can fail;
@@ -178,40 +220,53 @@ class KlingTaskLedger:
             )
         return cls(store)
 
-    def recall(self) -> tuple[str | None, str | None] | None:
-        """Return ``(kling_task_id, external_task_id)`` of the recorded submit, or ``None`` if none."""
+    def recall(self) -> LedgerRecord | None:
+        """Return the recorded submit, or ``None`` if there is none."""
         if self.store is None:
             return None
         value = self.store.get(self.KEY)
         if isinstance(value, str) and value:
-            return value, None
+            return LedgerRecord(kling_task_id=value)
         if isinstance(value, dict):
             kling_task_id = value.get("kling_task_id")
             external_task_id = value.get("external_task_id")
-            return (
-                str(kling_task_id) if kling_task_id else None,
-                str(external_task_id) if external_task_id else None,
+            digest = value.get("request_sha256")
+            return LedgerRecord(
+                kling_task_id=str(kling_task_id) if kling_task_id else None,
+                external_task_id=str(external_task_id) if external_task_id else None,
+                request_sha256=str(digest) if digest else None,
             )
         return None
 
-    def begin_submit(self, external_task_id: str | None) -> None:
+    def begin_submit(self, external_task_id: str | None, request_sha256: str) -> None:
         """
         Record that a submit is about to be sent.
 
         :param external_task_id: the request's ``external_task_id``.
+        :param request_sha256: the request's :func:`request_digest`.
         """
-        if self.store is not None:
-            self.store.set(self.KEY, {"kling_task_id": None, "external_task_id": external_task_id})
+        self._write(None, external_task_id, request_sha256)
 
-    def record(self, kling_task_id: str, external_task_id: str | None) -> None:
+    def record(self, kling_task_id: str, external_task_id: str | None, request_sha256: str) -> None:
         """
         Record the task a submit created.
 
         :param kling_task_id: the API's task id.
         :param external_task_id: the request's ``external_task_id``.
+        :param request_sha256: the request's :func:`request_digest`.
         """
+        self._write(kling_task_id, external_task_id, request_sha256)
+
+    def _write(self, kling_task_id: str | None, external_task_id: str | None, request_sha256: str) -> None:
         if self.store is not None:
-            self.store.set(self.KEY, {"kling_task_id": kling_task_id, "external_task_id": external_task_id})
+            self.store.set(
+                self.KEY,
+                {
+                    "kling_task_id": kling_task_id,
+                    "external_task_id": external_task_id,
+                    "request_sha256": request_sha256,
+                },
+            )
 
     def forget(self) -> None:
         """Drop the record: the next run of this task instance (a clear) submits a new task."""
@@ -366,7 +421,10 @@ class KlingSubmitVideoOperator(BaseOperator):
                 f"Task {self.task_id!r}: give the request either as `request` or as keyword arguments, "
                 f"not both (got `request` and {', '.join(given)})"
             )
-        if all(is_static(getattr(self, name)) for name in ("request", *REQUEST_FIELDS)):
+        # A mapped task is unmapped at run time by calling __init__ again with the expanded values: an
+        # invalid one must then fail its task without retries (in execute), not raise a retried ValueError.
+        unmapped = getattr(self, "_BaseOperator__from_mapped", False)
+        if not unmapped and all(is_static(getattr(self, name)) for name in ("request", *REQUEST_FIELDS)):
             self._validate_request(self.build_request(), at_parse_time=True)
 
     @cached_property
@@ -375,15 +433,17 @@ class KlingSubmitVideoOperator(BaseOperator):
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def build_request(self) -> KlingVideoRequest | ValidationError:
-        """Build the request from the (rendered) arguments; return the validation error instead of raising."""
+        """
+        Build the request from the (rendered) arguments; return the validation error instead of raising.
+
+        A ``request`` that rendered to text (a template without native rendering, or one native rendering
+        left as text, such as JSON holding ``false``) is read as JSON.
+
+        :raises ValueError: ``request`` is neither a mapping nor the text of a JSON object.
+        """
         try:
             if self.request is not None:
-                if not isinstance(self.request, Mapping):
-                    raise TypeError(
-                        f"`request` must be a dict or a KlingVideoRequest, got {type(self.request).__name__} "
-                        "(a templated request needs render_template_as_native_obj=True or an XComArg)"
-                    )
-                request = KlingVideoRequest.model_validate(dict(self.request))
+                request = KlingVideoRequest.model_validate(self._request_mapping())
                 if self.external_task_id:
                     request = request.with_external_task_id(self.external_task_id)
                 return request
@@ -393,6 +453,23 @@ class KlingSubmitVideoOperator(BaseOperator):
             )
         except ValidationError as error:
             return error
+
+    def _request_mapping(self) -> dict[str, Any]:
+        value = self.request
+        if isinstance(value, str):
+            try:
+                value = json.loads(str(value))
+            except ValueError as error:
+                raise ValueError(
+                    f"Task {self.task_id!r}: `request` rendered to text that is not JSON ({error}): give a "
+                    "dict, a KlingVideoRequest, an XComArg or a template rendering a JSON object"
+                ) from None
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                f"Task {self.task_id!r}: `request` must be a dict or a KlingVideoRequest (or the JSON text "
+                f"of one), got {type(value).__name__}"
+            )
+        return dict(value)
 
     def _validate_request(
         self, request: KlingVideoRequest | ValidationError, *, at_parse_time: bool = False
@@ -407,25 +484,50 @@ class KlingSubmitVideoOperator(BaseOperator):
 
     def execute(self, context: Context) -> str | dict[str, Any]:
         """Reattach to the task an earlier try paid for, or submit one; then wait for it if asked to."""
-        request = self._with_default_external_task_id(self._validate_request(self.build_request()), context)
+        started = time.monotonic()
+        try:
+            built = self.build_request()
+        except ValueError as error:  # what was rendered can never be a request: no retry can help
+            raise AirflowFailException(str(error)) from error
+        request = self._with_default_external_task_id(self._validate_request(built), context)
+        digest = request_digest(request)
         ledger = KlingTaskLedger.open(context, self.log)
         with self.hook:  # closes the hook's HTTP client however this ends (a deferral included)
-            earlier = self._earlier_task(ledger, context)
+            earlier = self._earlier_task(ledger, context, digest)
             if earlier is not None and earlier.status == TaskStatus.SUCCESS:
                 return self._succeed(ledger, earlier)
             if earlier is not None and not earlier.status.is_terminal:
                 self.kling_task_id = earlier.task_id
             else:
-                self.kling_task_id = self._submit(request, ledger)
+                self.kling_task_id = self._submit(request, ledger, digest)
             if not self.wait_for_completion:
                 ledger.forget()
                 return self.kling_task_id
+            wait_timeout = self._wait_timeout(started)
             if self.deferrable:
-                self._defer(self.kling_task_id)
+                self._defer(self.kling_task_id, wait_timeout)
             task = self.hook.wait_for_task(
-                self.kling_task_id, poll_interval=self.poll_interval, timeout=self.timeout
+                self.kling_task_id, poll_interval=self.poll_interval, timeout=wait_timeout
             )
             return self._succeed(ledger, task)
+
+    def _wait_timeout(self, started: float) -> float:
+        """
+        The wait's timeout: ``timeout``, cut to what is left of ``execution_timeout`` when that is set.
+
+        Airflow does not enforce ``execution_timeout`` while a task is deferred: the trigger must, so that
+        the try fails on time and its retry reattaches to the (recorded, still running) Kling task.
+        """
+        if self.execution_timeout is None:
+            return self.timeout
+        left = self.execution_timeout.total_seconds() - (time.monotonic() - started)
+        if left < self.timeout:
+            self.log.info(
+                "Waiting at most %.1f s: what is left of execution_timeout (%s)",
+                max(left, 0.0),
+                self.execution_timeout,
+            )
+        return max(0.0, min(self.timeout, left))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """
@@ -458,14 +560,24 @@ class KlingSubmitVideoOperator(BaseOperator):
             )
         )
 
-    def _earlier_task(self, ledger: KlingTaskLedger, context: Context) -> KlingTask | None:
+    def _earlier_task(self, ledger: KlingTaskLedger, context: Context, digest: str) -> KlingTask | None:
         """Return the task an earlier try submitted (reattach to it), or ``None`` when a submit is due."""
         recalled = ledger.recall()
         if recalled is None:
             return None
-        kling_task_id, external_task_id = recalled
+        kling_task_id = recalled.kling_task_id
+        if not recalled.is_for(digest):
+            # The request changed since (a fixed Variable, a shifted mapped list, a template on the try):
+            # the earlier task's video is not this request's. It stays billed; this try pays for its own.
+            self.log.warning(
+                "The request changed since an earlier try submitted Kling task %s (external_task_id %s): "
+                "that paid task is ABANDONED and a task for the new request is submitted",
+                kling_task_id or "<never confirmed>",
+                recalled.external_task_id,
+            )
+            return None
         if kling_task_id is None:
-            raise AirflowFailException(unconfirmed_submit_message(context, external_task_id))
+            raise AirflowFailException(unconfirmed_submit_message(context, recalled.external_task_id))
         task = self.hook.get_task(kling_task_id)
         if task.status == TaskStatus.FAILURE:
             self.log.warning(
@@ -479,14 +591,14 @@ class KlingSubmitVideoOperator(BaseOperator):
         )
         return task
 
-    def _submit(self, request: KlingVideoRequest, ledger: KlingTaskLedger) -> str:
+    def _submit(self, request: KlingVideoRequest, ledger: KlingTaskLedger, digest: str) -> str:
         if request.has_s3_inputs:
             from airflow_provider_kling.s3_inputs import resolve_s3_inputs
 
             request = resolve_s3_inputs(request, aws_conn_id=self.aws_conn_id)
         external_task_id = request.parameters.external_task_id
         try:
-            ledger.begin_submit(external_task_id)
+            ledger.begin_submit(external_task_id, digest)
         except Exception as error:
             raise RuntimeError(
                 f"Could not record the coming Kling submit in the task state store ({error}): nothing was "
@@ -502,7 +614,7 @@ class KlingSubmitVideoOperator(BaseOperator):
         except KlingError:
             ledger.forget()  # the hook proved that no task was created
             raise
-        ledger.record(kling_task_id, external_task_id)
+        ledger.record(kling_task_id, external_task_id, digest)
         self.log.info(
             "Recorded Kling task %s (external_task_id %s): a retry of this task reattaches to it",
             kling_task_id,
@@ -510,23 +622,13 @@ class KlingSubmitVideoOperator(BaseOperator):
         )
         return kling_task_id
 
-    def _defer(self, kling_task_id: str) -> None:
-        self.log.info(
-            "Waiting for Kling task %s in the triggerer: a status query every %g s, for up to %g s",
-            kling_task_id,
-            self.poll_interval,
-            self.timeout,
-        )
-        self.defer(
-            trigger=KlingTaskTrigger(
-                kling_task_id=kling_task_id,
-                kling_conn_id=self.kling_conn_id,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
-            ),
-            method_name="execute_complete",
-            # A backstop only: the trigger ends the wait itself, with a clearer event, at `timeout`.
-            timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poll_interval)),
+    def _defer(self, kling_task_id: str, timeout: float) -> None:
+        defer_to_trigger(
+            self,
+            kling_task_id=kling_task_id,
+            kling_conn_id=self.kling_conn_id,
+            poll_interval=self.poll_interval,
+            timeout=timeout,
         )
 
     def _succeed(self, ledger: KlingTaskLedger, task: KlingTask) -> str | dict[str, Any]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, Any, Final
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -37,6 +38,8 @@ from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeo
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from airflow.sdk import BaseOperator
+
 # DEFAULT_POLL_INTERVAL and DEFAULT_WAIT_TIMEOUT live in ``constants``; kept importable from here.
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
@@ -50,6 +53,7 @@ __all__ = [
     "REASON_NO_RESULT",
     "REASON_TIMEOUT",
     "KlingTaskTrigger",
+    "defer_to_trigger",
     "finished_task_from_event",
 ]
 
@@ -274,3 +278,43 @@ class KlingTaskTrigger(BaseTrigger):
 
 def _without_status(result: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in result.items() if key != "status"}
+
+
+def defer_to_trigger(
+    task: BaseOperator,
+    *,
+    kling_task_id: str,
+    kling_conn_id: str,
+    poll_interval: float,
+    timeout: float,
+    method_name: str = "execute_complete",
+) -> NoReturn:
+    """
+    Hand a task's wait for a Kling task to :class:`KlingTaskTrigger` (what the operator and the sensor do).
+
+    Logs the wait, then defers ``task`` to ``method_name``. Airflow's own defer timeout is set a little past
+    ``timeout`` as a backstop only: the trigger ends the wait itself, with a clearer event, at ``timeout``.
+
+    :param task: the deferring operator or sensor.
+    :param kling_task_id: the API's task id.
+    :param kling_conn_id: the Airflow connection of the ModelVerse API.
+    :param poll_interval: seconds between two status queries.
+    :param timeout: seconds the wait may take.
+    :param method_name: the method the task resumes in.
+    """
+    task.log.info(
+        "Waiting for Kling task %s in the triggerer: a status query every %g s, for up to %g s",
+        kling_task_id,
+        poll_interval,
+        timeout,
+    )
+    task.defer(
+        trigger=KlingTaskTrigger(
+            kling_task_id=kling_task_id,
+            kling_conn_id=kling_conn_id,
+            poll_interval=poll_interval,
+            timeout=timeout,
+        ),
+        method_name=method_name,
+        timeout=timedelta(seconds=timeout + max(60.0, 2 * poll_interval)),
+    )

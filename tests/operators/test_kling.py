@@ -33,6 +33,7 @@ from airflow_provider_kling.operators.kling import (
     KlingTaskLedger,
     default_external_task_id,
     is_static,
+    request_digest,
 )
 from airflow_provider_kling.triggers.kling import KlingTaskTrigger
 
@@ -809,3 +810,117 @@ def test_a_reattach_to_a_success_without_urls_raises_not_ready_and_never_submits
         op.execute(run.context(try_number=2))
     submit_task.assert_not_called()
     assert run.store.values[KlingTaskLedger.KEY]["kling_task_id"] == "t-empty"
+
+
+# -- issue 10: a retry returns the video of its own request; what cannot pass fails fast --------------------
+
+
+def test_a_retry_with_the_same_request_reattaches(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    first = deferred_trigger(operator(**VALID, wait_for_completion=True), run.context(try_number=1))
+    second = deferred_trigger(operator(**VALID, wait_for_completion=True), run.context(try_number=2))
+    assert second.kling_task_id == first.kling_task_id
+    assert len(kling_simulator.submitted) == 1
+    assert run.store is not None
+    assert run.store.values[KlingTaskLedger.KEY]["request_sha256"] == request_digest(
+        KlingVideoRequest.build(**VALID)
+    )
+
+
+@pytest.mark.parametrize("map_index", [-1, 3], ids=["unmapped", "mapped"])
+def test_a_retry_whose_request_changed_submits_it_and_says_the_earlier_task_is_abandoned(
+    kling_simulator: KlingSimulator,
+    kling_connection: str,
+    map_index: int,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = TaskInstanceRun(ti=FakeTaskInstance(map_index=map_index))
+    first = deferred_trigger(operator(**VALID, wait_for_completion=True), run.context(try_number=1))
+    fixed = {**VALID, "prompt": "A lighthouse at dusk"}  # a Variable fixed, a mapped list that shifted
+
+    second = deferred_trigger(operator(**fixed, wait_for_completion=True), run.context(try_number=2))
+
+    assert second.kling_task_id != first.kling_task_id
+    assert [body["input"]["prompt"] for body in kling_simulator.submitted] == [
+        "A lighthouse at dawn",
+        "A lighthouse at dusk",
+    ]
+    logged = capsys.readouterr().out + caplog.text
+    assert f"submitted Kling task {first.kling_task_id}" in logged
+    assert "ABANDONED" in logged
+
+
+def test_the_digest_ignores_the_external_task_id_and_unresolved_inputs_stay_as_given() -> None:
+    request = KlingVideoRequest.build(**VALID)
+    assert request_digest(request) == request_digest(request.with_external_task_id("try-2"))
+    assert request_digest(request) != request_digest(KlingVideoRequest.build(**{**VALID, "duration": 10}))
+
+
+def test_a_record_written_before_digests_were_kept_is_taken_as_the_same_request(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    first = deferred_trigger(operator(**VALID, wait_for_completion=True), run.context(try_number=1))
+    assert run.store is not None
+    run.store.values[KlingTaskLedger.KEY] = {"kling_task_id": first.kling_task_id, "external_task_id": None}
+
+    second = deferred_trigger(operator(**VALID, wait_for_completion=True), run.context(try_number=2))
+
+    assert second.kling_task_id == first.kling_task_id
+    assert len(kling_simulator.submitted) == 1
+
+
+def test_execution_timeout_caps_the_deferred_wait(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    op = operator(**VALID, wait_for_completion=True, timeout=3600, execution_timeout=timedelta(seconds=10))
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(run.context())
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, KlingTaskTrigger)
+    assert 0 < trigger.timeout <= 10
+    assert deferred.value.timeout is not None
+    assert deferred.value.timeout.total_seconds() < 3600
+
+
+def test_without_execution_timeout_the_wait_is_the_timeout(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    trigger = deferred_trigger(operator(**VALID, wait_for_completion=True, timeout=600), run.context())
+    assert trigger.timeout == 600
+
+
+def test_an_invalid_mapped_value_fails_at_run_time_without_retries(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    # What Airflow does when it unmaps a mapped task: __init__ again, with the expanded value.
+    op = operator(prompt="x" * 2501, aspect_ratio="16:9", _airflow_from_mapped=True)
+
+    with pytest.raises(AirflowFailException, match=r"R2 input\.prompt"):
+        op.execute(run.context())
+
+    assert kling_simulator.submitted == []
+
+
+def test_a_request_rendered_as_json_text_is_read(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str
+) -> None:
+    from markupsafe import Markup
+
+    body = KlingVideoRequest.build(**VALID, watermark_enabled=False).to_api_body()
+    for number, text in enumerate((json.dumps(body), Markup(json.dumps(body)))):  # without/with native
+        context = TaskInstanceRun(ti=FakeTaskInstance(task_id=f"submit{number}")).context()
+        assert isinstance(operator(request=text).execute(context), str)
+    assert [sent["parameters"]["watermark_enabled"] for sent in kling_simulator.submitted] == [False, False]
+
+
+@pytest.mark.parametrize("request_value", ["not json", "[1, 2]", "42"])
+def test_a_request_that_can_never_be_one_fails_without_retries(
+    run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str, request_value: str
+) -> None:
+    op = operator(request="{{ placeholder }}")
+    op.request = request_value  # what rendering produced
+    with pytest.raises(AirflowFailException, match="`request`"):
+        op.execute(run.context())
+    assert kling_simulator.submitted == []
