@@ -31,10 +31,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, MODEL_NAME
 from airflow_provider_kling.exceptions import (
+    KlingResultExpiredError,
     KlingS3KeyExistsError,
     KlingS3UploadError,
     KlingTaskFailedError,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mypy_boto3_s3 import S3Client
 
+    from airflow_provider_kling.hooks._download import KlingResultStream
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import KlingTask
 
@@ -75,6 +78,12 @@ DEFAULT_ASSET_ALIAS = "kling_videos"
 #: Default key layout: one folder per Kling task (task ids are unique, so runs, map indexes and results
 #: never collide, and a retried copy of the same task lands on the same keys: an idempotent no-op).
 DEFAULT_S3_KEY = "kling/{{ dag.dag_id }}/{kling_task_id}/{index}.mp4"
+#: The S3 metadata key naming the task instance that wrote an object (a SHA-256 of its DAG id, run id,
+#: task id and map index): a copy skipped because the object is there emits an Asset event only when that
+#: task instance wrote it (an earlier try, whose events Airflow never recorded since it did not succeed).
+WRITER_METADATA_KEY = "kling-written-by"
+#: The checksums S3 may report for an object, in the order they are read.
+_CHECKSUM_NAMES = ("ChecksumCRC32", "ChecksumSHA256", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1")
 
 ChecksumAlgorithm = Literal["CRC32", "SHA256"]
 
@@ -109,12 +118,15 @@ class S3Target:
     :param key: the object key.
     :param content_type: the object's ``Content-Type``.
     :param metadata: user-defined metadata (``x-amz-meta-*``), already encoded for S3.
+    :param rendered_metadata: the same metadata as rendered, not encoded (Unicode stays Unicode): what an
+        Asset event's ``extra`` carries. Empty when the caller has none.
     """
 
     bucket: str
     key: str
     content_type: str = VIDEO_CONTENT_TYPE
     metadata: Mapping[str, str] = field(default_factory=dict)
+    rendered_metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def uri(self) -> str:
@@ -134,6 +146,7 @@ class LandedObject:
     :param checksum: the S3 checksum (``base64`` CRC32/SHA-256; ``-N`` suffix for a multipart object).
     :param parts: how many parts were uploaded (1 for a single ``PutObject``, 0 when skipped).
     :param skipped: the same object was already at the key (``replace=False``): nothing was written.
+    :param metadata: the object's S3 metadata: the target's when written, the one S3 reports when skipped.
     """
 
     bucket: str
@@ -143,6 +156,7 @@ class LandedObject:
     checksum: str | None
     parts: int
     skipped: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def uri(self) -> str:
@@ -196,13 +210,17 @@ def encode_metadata_value(value: object) -> str:
     return "=?UTF-8?B?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
 
 
-def build_metadata(kling: Mapping[str, str], user: Mapping[str, Any] | None) -> dict[str, str]:
+def render_metadata(kling: Mapping[str, str], user: Mapping[str, Any] | None) -> dict[str, str]:
     """
-    Merge the provider's ``kling-*`` metadata with the user's own, checked against S3's rules.
+    Merge the provider's ``kling-*`` metadata with the user's own, as text, not yet encoded for S3.
+
+    This is what an Asset event's ``extra`` carries (JSON holds any Unicode);
+    :func:`build_metadata` encodes the same values for S3.
 
     :param kling: the provider's metadata (``kling-task-id``, ``kling-model``, ``kling-usage-seconds``).
-    :param user: the user's metadata; keys are lowercased and must not start with ``kling-``.
-    :raises ValueError: on an invalid or reserved key, or when the whole exceeds S3's 2 KB.
+    :param user: the user's metadata; keys are lowercased and must not start with ``kling-``; values are
+        converted with ``str()``.
+    :raises ValueError: on an invalid or reserved key.
     """
     merged = dict(kling)
     for raw_key, value in (user or {}).items():
@@ -213,7 +231,19 @@ def build_metadata(kling: Mapping[str, str], user: Mapping[str, Any] | None) -> 
             )
         if key.startswith(_RESERVED_METADATA_PREFIX):
             raise ValueError(f"metadata key {raw_key!r}: the 'kling-' prefix is reserved for the provider")
-        merged[key] = encode_metadata_value(value)
+        merged[key] = str(value)
+    return merged
+
+
+def build_metadata(kling: Mapping[str, str], user: Mapping[str, Any] | None) -> dict[str, str]:
+    """
+    Merge the provider's ``kling-*`` metadata with the user's own, encoded and checked against S3's rules.
+
+    :param kling: the provider's metadata (``kling-task-id``, ``kling-model``, ``kling-usage-seconds``).
+    :param user: the user's metadata; keys are lowercased and must not start with ``kling-``.
+    :raises ValueError: on an invalid or reserved key, or when the whole exceeds S3's 2 KB.
+    """
+    merged = {key: encode_metadata_value(value) for key, value in render_metadata(kling, user).items()}
     size = sum(len(k.encode()) + len(v.encode()) for k, v in merged.items())
     if size > S3_MAX_METADATA_BYTES:
         raise ValueError(
@@ -226,6 +256,11 @@ def build_metadata(kling: Mapping[str, str], user: Mapping[str, Any] | None) -> 
 def _response_checksum(response: Mapping[str, Any], algorithm: ChecksumAlgorithm) -> str | None:
     value = response.get(f"Checksum{algorithm}")
     return str(value) if value is not None else None
+
+
+def _head_checksum(head: Mapping[str, Any]) -> str | None:
+    """The checksum a ``HeadObject`` with ``ChecksumMode=ENABLED`` reported, whatever its algorithm."""
+    return next((str(head[name]) for name in _CHECKSUM_NAMES if head.get(name)), None)
 
 
 def _error_code(error: Exception) -> str | None:
@@ -316,35 +351,73 @@ class S3StreamUploader:
         )
         return landed
 
-    def _existing(self, target: S3Target, size: int | None) -> LandedObject | None:
-        """The object already at ``target`` if it is the same one; raise if it is a different one."""
+    def check_destination(self, target: S3Target) -> None:
+        """
+        Raise before any download if ``target``'s key holds an object of another Kling task.
+
+        Only what the key alone proves is refused here (both objects name their ``kling-task-id`` and the
+        ids differ); whether an object of the same task is the same video is decided by :meth:`upload`,
+        which knows the download's size.
+
+        :param target: the destination object.
+        :raises KlingS3KeyExistsError: the key holds another Kling task's object.
+        :raises KlingS3UploadError: S3 could not be asked.
+        """
+        head = self._head(target)
+        if head is not None and not self._same_task(head, target):
+            raise self._exists_error(target, head, None)
+
+    def _head(self, target: S3Target) -> Mapping[str, Any] | None:
+        """``HeadObject`` of ``target`` with its checksum (``ChecksumMode``), or ``None`` if there is none."""
         from botocore.exceptions import ClientError
 
         try:
-            head = self.s3.head_object(Bucket=target.bucket, Key=target.key)
+            return self.s3.head_object(Bucket=target.bucket, Key=target.key, ChecksumMode="ENABLED")
         except ClientError as error:
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return None
             raise KlingS3UploadError(f"Cannot check whether {target.uri} exists: {error}") from error
+
+    @staticmethod
+    def _same_task(head: Mapping[str, Any], target: S3Target) -> bool:
         existing_task = head.get("Metadata", {}).get("kling-task-id")
         our_task = target.metadata.get("kling-task-id")
-        same_task = existing_task is None or our_task is None or existing_task == our_task
-        if size is not None and head["ContentLength"] == size and same_task:
-            log.info("%s already holds this %d-byte video: nothing to do (replace=False)", target.uri, size)
+        return existing_task is None or our_task is None or existing_task == our_task
+
+    @staticmethod
+    def _exists_error(target: S3Target, head: Mapping[str, Any], size: int | None) -> KlingS3KeyExistsError:
+        existing_task = head.get("Metadata", {}).get("kling-task-id")
+        return KlingS3KeyExistsError(
+            f"{target.uri} already exists ({head['ContentLength']} bytes, kling-task-id {existing_task}) and "
+            f"differs from this result ({size if size is not None else 'unknown'} bytes, kling-task-id "
+            f"{target.metadata.get('kling-task-id')}); set replace=True to overwrite it, or choose another "
+            "s3_key"
+        )
+
+    def _existing(self, target: S3Target, size: int | None) -> LandedObject | None:
+        """The object already at ``target`` if it is the same one; raise if it is a different one."""
+        head = self._head(target)
+        if head is None:
+            return None
+        if size is not None and head["ContentLength"] == size and self._same_task(head, target):
+            checksum = _head_checksum(head)
+            log.info(
+                "%s already holds this %d-byte video (checksum %s): nothing to do (replace=False)",
+                target.uri,
+                size,
+                checksum,
+            )
             return LandedObject(
                 bucket=target.bucket,
                 key=target.key,
                 size=size,
                 etag=head.get("ETag", ""),
-                checksum=head.get("ChecksumCRC32") or head.get("ChecksumSHA256"),
+                checksum=checksum,
                 parts=0,
                 skipped=True,
+                metadata=dict(head.get("Metadata", {})),
             )
-        raise KlingS3KeyExistsError(
-            f"{target.uri} already exists ({head['ContentLength']} bytes, kling-task-id {existing_task}) and "
-            f"differs from this result ({size if size is not None else 'unknown'} bytes, kling-task-id "
-            f"{our_task}); set replace=True to overwrite it, or choose another s3_key"
-        )
+        raise self._exists_error(target, head, size)
 
     @staticmethod
     def _parts(chunks: Iterator[bytes], part_size: int) -> Iterator[bytes]:
@@ -407,6 +480,7 @@ class S3StreamUploader:
             checksum=_response_checksum(cast("Mapping[str, Any]", response), self.checksum_algorithm)
             or checksum,
             parts=1,
+            metadata=dict(target.metadata),
         )
 
     def _put_multipart(
@@ -462,6 +536,7 @@ class S3StreamUploader:
             etag=response.get("ETag", ""),
             checksum=_response_checksum(cast("Mapping[str, Any]", response), self.checksum_algorithm),
             parts=len(completed),
+            metadata=dict(target.metadata),
         )
 
     def _upload_parts(
@@ -598,12 +673,16 @@ class KlingToS3Operator(BaseOperator):
     client) with a checksum per part; the byte count is checked against ``Content-Length``; a broken
     download is resumed with ``Range`` up to ``max_download_attempts`` times; any failure aborts the upload,
     so S3 never holds a partial object or an unfinished upload. Each object gets ``Content-Type: video/mp4``
-    and the metadata ``kling-task-id``, ``kling-model``, ``kling-usage-seconds`` plus ``metadata``. One Asset
-    event per object is emitted on the ``AssetAlias`` ``asset_alias`` (its ``extra`` holds the metadata,
-    size and checksum), so DAGs scheduled on that alias run on new videos.
+    and the metadata ``kling-task-id``, ``kling-model``, ``kling-usage-seconds``, ``kling-written-by``
+    (:data:`WRITER_METADATA_KEY`) plus ``metadata``. One Asset event per object is emitted on the
+    ``AssetAlias`` ``asset_alias`` (its ``extra`` holds the metadata as rendered, Unicode kept, the size and
+    the checksum), so DAGs scheduled on that alias run on new videos. Each object is announced once, by the
+    task instance that wrote it: a copy skipped because the object is already there emits an event only if
+    an earlier try of this task instance wrote it (that try failed, so its events were never recorded).
 
-    Result URLs expire after about 24 hours: run this soon after the task finishes; an expired URL raises
-    :class:`~airflow_provider_kling.exceptions.KlingResultExpiredError`.
+    Result URLs expire after about 24 hours: run this soon after the task finishes. What can never pass (an
+    expired URL, a failed task, another object at a key, an invalid argument) fails without retries; see
+    :meth:`execute`.
 
     :param kling_task_id: the Kling task whose results to copy; it must have succeeded. (templated)
     :param s3_bucket: the destination bucket; ``None`` when ``s3_key`` is a full ``s3://`` URL. (templated)
@@ -614,10 +693,11 @@ class KlingToS3Operator(BaseOperator):
     :param aws_conn_id: the Airflow ``aws`` connection. (templated)
     :param kling_conn_id: the Airflow Kling connection. (templated)
     :param replace: overwrite existing objects. When ``False`` (the default), an existing object of the same
-        size is kept (an idempotent retry succeeds) and a different one is an error. (templated)
+        task and size is kept (an idempotent retry succeeds; its checksum is read back) and a different one
+        fails the task without retries; keys are checked before any download. (templated)
     :param metadata: extra S3 metadata, e.g. ``{"prompt-sha256": "{{ ... }}"}``; keys must not start with
-        ``kling-``; values that are not printable ASCII are stored RFC 2047-encoded; at most 2 KB in all
-        (S3's limit). (templated)
+        ``kling-``; values that are not printable ASCII are stored RFC 2047-encoded in S3 (the Asset
+        events carry them as rendered); at most 2 KB in all (S3's limit). (templated)
     :param asset_alias: name of the ``AssetAlias`` outlet the Asset events go to (``None``: no events).
     :param part_size: preferred multipart part size in bytes (default 8 MiB; raised for very large videos
         to stay within 10,000 parts).
@@ -723,30 +803,73 @@ class KlingToS3Operator(BaseOperator):
         )
 
     def execute(self, context: Context) -> list[str]:
-        """Copy every result of the task into S3 and return the ``s3://`` URIs, in the order of ``urls``."""
-        from airflow_provider_kling.models import check_kling_task_id
+        """
+        Copy every result of the task into S3 and return the ``s3://`` URIs, in the order of ``urls``.
 
+        What can never pass raises :class:`~airflow.exceptions.AirflowFailException` (no retries), chained
+        from the provider's error: an invalid ``kling_task_id``, key, ``metadata`` or ``replace``; a failed
+        task, or one that succeeded without results; an expired result URL; another object at a key with
+        ``replace=False``. A task that has not finished raises
+        :class:`~airflow_provider_kling.exceptions.KlingTaskNotReadyError`, retried: it may finish.
+        """
         try:
-            task = self.kling_hook.get_task(check_kling_task_id(self.kling_task_id))
-            targets = self.targets_for(task)
-            replace = _parse_bool(self.replace)
+            kling_task_id, replace = self._checked_arguments()
+            task = self.kling_hook.get_task(kling_task_id)
+            targets = self._targets(task, writer=self._writer(context))
+            if not replace:
+                for target in targets:  # refuse another task's object before any download
+                    self.uploader.check_destination(target)
             self._source_urls, self.landed = list(task.urls), []
-            limits = self.download_limits
             for url, target in zip(task.urls, targets, strict=True):
-                with self.kling_hook.stream_result(
-                    url,
-                    kling_task_id=task.task_id,
-                    max_bytes=limits.max_bytes,
-                    timeout=limits.timeout,
-                    max_attempts=limits.max_attempts,
-                    retry_delay=limits.retry_delay,
-                ) as download:
+                with self._download(url, task.task_id) as download:
                     landed = self.uploader.upload(download, target, replace=replace)
                 self.landed.append(landed)
                 self._record(context, landed, target)
             return [landed.uri for landed in self.landed]
+        except (KlingTaskFailedError, KlingResultExpiredError, KlingS3KeyExistsError) as error:
+            raise AirflowFailException(str(error)) from error
         finally:
             self._close_clients()
+
+    def _checked_arguments(self) -> tuple[str, bool]:
+        """The rendered ``kling_task_id`` and ``replace``, checked: wrong ones can never pass."""
+        from airflow_provider_kling.models import check_kling_task_id
+
+        try:
+            return check_kling_task_id(self.kling_task_id), _parse_bool(self.replace)
+        except ValueError as error:
+            raise AirflowFailException(str(error)) from error
+
+    def _targets(self, task: KlingTask, *, writer: str) -> list[S3Target]:
+        """:meth:`targets_for`, with what can never pass sent down the no-retry path."""
+        try:
+            return self.targets_for(task, writer=writer)
+        except KlingTaskNotReadyError as error:
+            if task.status.is_terminal:  # a Success without result URLs stays one
+                raise AirflowFailException(str(error)) from error
+            raise  # still running: a retry may find it finished
+        except ValueError as error:  # the key layout or the metadata, as rendered
+            raise AirflowFailException(str(error)) from error
+
+    def _download(self, url: str, kling_task_id: str) -> KlingResultStream:
+        limits = self.download_limits
+        return self.kling_hook.stream_result(
+            url,
+            kling_task_id=kling_task_id,
+            max_bytes=limits.max_bytes,
+            timeout=limits.timeout,
+            max_attempts=limits.max_attempts,
+            retry_delay=limits.retry_delay,
+        )
+
+    def _writer(self, context: Context) -> str:
+        """A digest naming this task instance (DAG, run, task, map index): the same for all its tries."""
+        ti = context.get("ti")
+        dag_id = getattr(ti, "dag_id", None) or self.dag_id
+        run_id = context.get("run_id") or getattr(ti, "run_id", None)
+        map_index = getattr(ti, "map_index", -1)
+        identity = "\n".join(str(part) for part in (dag_id, run_id, self.task_id, map_index))
+        return hashlib.sha256(identity.encode("utf-8")).hexdigest()
 
     def _close_clients(self) -> None:
         """Close the HTTP connections the hooks opened (a later call opens new ones)."""
@@ -755,11 +878,13 @@ class KlingToS3Operator(BaseOperator):
         if "uploader" in self.__dict__:
             self.uploader.s3.close()
 
-    def targets_for(self, task: KlingTask) -> list[S3Target]:
+    def targets_for(self, task: KlingTask, *, writer: str | None = None) -> list[S3Target]:
         """
         Return where each result of ``task`` goes, checking the task and the key layout first.
 
         :param task: the task as the status endpoint reports it.
+        :param writer: the digest of the task instance that writes the objects, stored as the S3 metadata
+            :data:`WRITER_METADATA_KEY` (not in the Asset events); ``None``: not stored.
         :raises KlingTaskFailedError: the task failed.
         :raises KlingTaskNotReadyError: the task is not finished, or has no result URLs.
         :raises ValueError: several results but no ``{index}`` in the key, or invalid metadata.
@@ -783,7 +908,8 @@ class KlingToS3Operator(BaseOperator):
         kling = {"kling-task-id": task.task_id, "kling-model": MODEL_NAME}
         if task.usage_seconds is not None:
             kling["kling-usage-seconds"] = str(task.usage_seconds)
-        metadata = build_metadata(kling, self.metadata)
+        rendered = render_metadata(kling, self.metadata)
+        metadata = build_metadata({**kling, WRITER_METADATA_KEY: writer} if writer else kling, self.metadata)
         targets = []
         for index in range(len(task.urls)):
             key = self.s3_key.replace("{index}", str(index)).replace("{kling_task_id}", task.task_id)
@@ -797,13 +923,24 @@ class KlingToS3Operator(BaseOperator):
                     raise ValueError("s3_key must be a key, not a URL, when s3_bucket is given")
             targets.append(
                 S3Target(
-                    bucket=bucket, key=check_s3_key(key), content_type=VIDEO_CONTENT_TYPE, metadata=metadata
+                    bucket=bucket,
+                    key=check_s3_key(key),
+                    content_type=VIDEO_CONTENT_TYPE,
+                    metadata=metadata,
+                    rendered_metadata=rendered,
                 )
             )
         return targets
 
     def _record(self, context: Context, landed: LandedObject, target: S3Target) -> None:
-        """Emit the object's Asset event (on the alias) and report it to hook-level lineage."""
+        """
+        Emit the object's Asset event (on the alias) and report it to hook-level lineage.
+
+        Each object is announced by the task instance that wrote it: a copy skipped because the object is
+        already there emits an event only if this task instance wrote it (an earlier try that did not
+        succeed, so Airflow never recorded its events); one landed by another task instance (another run,
+        map index or DAG) was announced by it, and a second event would re-trigger downstream DAGs.
+        """
         from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 
         get_hook_lineage_collector().add_output_asset(  # type: ignore[no-untyped-call]
@@ -811,8 +948,14 @@ class KlingToS3Operator(BaseOperator):
         )
         if not self.asset_alias:
             return
+        writer = target.metadata.get(WRITER_METADATA_KEY)
+        if landed.skipped and (writer is None or landed.metadata.get(WRITER_METADATA_KEY) != writer):
+            self.log.info(
+                "No Asset event for %s: it was landed and announced by another task instance", landed.uri
+            )
+            return
         extra: dict[str, Any] = {
-            **target.metadata,
+            **(target.rendered_metadata or target.metadata),
             "content-type": target.content_type,
             "size-bytes": landed.size,
             "checksum": landed.checksum,
@@ -845,6 +988,7 @@ class KlingToS3Operator(BaseOperator):
 __all__ = [
     "DEFAULT_ASSET_ALIAS",
     "DEFAULT_S3_KEY",
+    "WRITER_METADATA_KEY",
     "KlingToS3Operator",
     "LandedObject",
     "ResultBytes",
@@ -854,4 +998,5 @@ __all__ = [
     "check_s3_key",
     "choose_part_size",
     "encode_metadata_value",
+    "render_metadata",
 ]

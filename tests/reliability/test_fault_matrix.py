@@ -393,7 +393,9 @@ def test_worker_sigkilled_after_the_submit_began_is_never_resent(matrix: Matrix)
     assert len(records) == 1, records
     value = records[0][1]
     record = json.loads(value) if isinstance(value, str) else value
-    assert record == {"kling_task_id": None, "external_task_id": external}
+    assert record["kling_task_id"] is None
+    assert record["external_task_id"] == external
+    assert re.fullmatch(r"[0-9a-f]{64}", record["request_sha256"])  # the request the submit was for
 
 
 def test_state_store_write_failure_fails_before_paying(matrix: Matrix) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import email.header
 import hashlib
+import re
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, AssetAlias
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
@@ -298,9 +300,10 @@ def test_fault_expired_result_url(
         kling_simulator.advance_time(25 * 3600)
     operator = make_operator(kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=s3_prefix + "{index}.mp4")
 
-    with pytest.raises(KlingResultExpiredError, match=r"expired.*within 24 hours"):
+    with pytest.raises(AirflowFailException, match=r"expired.*within 24 hours") as raised:
         run(operator)
 
+    assert isinstance(raised.value.__cause__, KlingResultExpiredError)  # it can never pass: no retries
     assert_nothing_left(s3_client, s3_bucket, s3_prefix)
 
 
@@ -311,9 +314,10 @@ def test_fault_a_different_object_at_the_key(
     s3_client.put_object(Bucket=s3_bucket, Key=f"{s3_prefix}0.mp4", Body=b"someone else's video")
     operator = make_operator(kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=s3_prefix + "{index}.mp4")
 
-    with pytest.raises(KlingS3KeyExistsError, match=r"already exists.*set replace=True"):
+    with pytest.raises(AirflowFailException, match=r"already exists.*set replace=True") as raised:
         run(operator)
 
+    assert isinstance(raised.value.__cause__, KlingS3KeyExistsError)
     assert objects(s3_client, s3_bucket, s3_prefix) == [f"{s3_prefix}0.mp4"]
     stored = s3_client.get_object(Bucket=s3_bucket, Key=f"{s3_prefix}0.mp4")["Body"].read()
     assert stored == b"someone else's video"
@@ -346,5 +350,62 @@ def test_a_failed_task_raises_its_error(
     kling_simulator.fail_next_tasks(1, "content moderation")
     task_id = finish_task(kling_simulator)
 
-    with pytest.raises(KlingTaskFailedError, match="content moderation"):
+    with pytest.raises(AirflowFailException, match="content moderation") as raised:
         run(make_operator(kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=s3_prefix + "{index}.mp4"))
+
+    assert isinstance(raised.value.__cause__, KlingTaskFailedError)
+
+
+def test_a_skipped_copy_reads_the_checksum_back_and_another_runs_copy_emits_no_event(
+    kling_simulator: KlingSimulator, env: SimpleNamespace, s3_client: S3Client, s3_bucket: str, s3_prefix: str
+) -> None:
+    kling_simulator.result_size_bytes = 2 * PART + 1  # three parts: a composite checksum
+    task_id = finish_task(kling_simulator)
+    key = s3_prefix + "{index}.mp4"
+    first = make_operator(kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=key)
+    run(first)
+    operator = make_operator(kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=key)
+    operator.dag.dag_id = "another_dag"  # another task instance: it did not write the object
+
+    uris, events = run(operator)
+
+    (skipped,) = operator.landed
+    assert skipped.skipped
+    assert skipped.checksum == first.landed[0].checksum
+    assert skipped.checksum is not None
+    assert skipped.checksum.endswith("-3")  # read back from S3: the composite checksum of 3 parts
+    assert uris == [f"s3://{s3_bucket}/{s3_prefix}0.mp4"]
+    assert events[AssetAlias("kling_videos")].asset_alias_events == []
+
+
+@pytest.mark.parametrize(
+    ("s3_key", "problem"),
+    [
+        ("", "it is empty"),
+        ("/{prefix}{{index}}.mp4", "starts with '/'"),
+        ("{prefix}a//{{index}}.mp4", "empty, '.' or '..' segment"),
+        ("{prefix}a/../{{index}}.mp4", "empty, '.' or '..' segment"),
+    ],
+    ids=["empty", "leading-slash", "double-slash", "dot-dot"],
+)
+def test_a_key_seaweedfs_would_list_elsewhere_is_refused_before_any_download(
+    kling_simulator: KlingSimulator,
+    env: SimpleNamespace,
+    s3_client: S3Client,
+    s3_bucket: str,
+    s3_prefix: str,
+    s3_key: str,
+    problem: str,
+) -> None:
+    task_id = finish_task(kling_simulator)
+    operator = make_operator(
+        kling_task_id=task_id, s3_bucket=s3_bucket, s3_key=s3_key.format(prefix=s3_prefix)
+    )
+
+    with pytest.raises(AirflowFailException, match=re.escape(problem)) as raised:
+        run(operator)
+
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert kling_simulator.requests["result"] == 0
+    assert_nothing_left(s3_client, s3_bucket, s3_prefix)
+    assert objects(s3_client, s3_bucket, "/" + s3_prefix) == []
