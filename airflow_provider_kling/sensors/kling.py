@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
+    AirflowSkipException,
+    AirflowTaskTimeout,
     BaseSensorOperator,
     PokeReturnValue,
 )
+from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_kling.exceptions import KlingError, KlingTaskFailedError, KlingTaskTimeoutError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
 from airflow_provider_kling.models import TaskStatus, check_kling_task_id
-from airflow_provider_kling.triggers.kling import KlingTaskTrigger, finished_task_from_event
+from airflow_provider_kling.triggers.kling import defer_to_trigger, finished_task_from_event
 from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeout, no_result_error
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import timedelta
 
     from airflow.sdk import Context
 
@@ -40,12 +43,17 @@ class KlingTaskSensor(BaseSensorOperator):
     ``reschedule`` mode. Either way it returns (XCom ``return_value``) the finished-task dict
     ``{"kling_task_id", "status", "urls", "usage_seconds", "submit_time", "finish_time"}``; a failed Kling
     task fails it with :class:`KlingTaskFailedError` and the vendor's message; a timeout raises
-    :class:`AirflowSensorTimeout`, so ``soft_fail=True`` turns it into a skip. Transient API errors (rate
-    limits, 5xx, network) are ridden out until the timeout; auth or not-found errors fail the sensor. A
-    ``Success`` without a result URL fails it with :class:`KlingTaskNotReadyError` (a retry queries the
-    task again; nothing is paid twice). The rendered ``kling_task_id`` is checked before any HTTP call: a
-    malformed id (empty, a path, a control or non-ASCII character, too long) fails the task without
-    retries.
+    :class:`AirflowSensorTimeout`. Transient API errors (rate limits, 5xx, network) are ridden out until
+    the timeout; auth or not-found errors fail the sensor. A ``Success`` without a result URL fails it
+    with :class:`KlingTaskNotReadyError` (a retry queries the task again; nothing is paid twice). The
+    rendered ``kling_task_id`` is checked before any HTTP call: a malformed id (empty, a path, a control or
+    non-ASCII character, too long) fails the task without retries.
+
+    ``soft_fail``, ``never_fail`` and ``silent_fail`` end the deferrable path in the state they end poke
+    and reschedule modes (:meth:`BaseSensorOperator.execute`): ``soft_fail`` skips on the timeout,
+    ``never_fail`` on the other errors, and ``silent_fail`` logs such an error and ends as the timeout
+    would: after ``timeout`` when poking, at once when deferrable (the trigger does not ride these errors
+    out). See ``docs/sensors.md`` for retries, clears, marks and ``execution_timeout``.
 
     :param kling_task_id: the API's task id (templated).
     :param kling_conn_id: the Airflow connection of the ModelVerse API (templated).
@@ -97,25 +105,19 @@ class KlingTaskSensor(BaseSensorOperator):
         with self.hook:  # closes the hook's HTTP client however this ends (a deferral included)
             if not self.deferrable:
                 return super().execute(context)
-            done = self.poke(context)
+            try:
+                done = self.poke(context)
+            except (Exception, AirflowTaskTimeout) as error:
+                self._handle_poke_error(error)  # raises, except under silent_fail: wait in the triggerer
+                done = PokeReturnValue(is_done=False)
         if done:
             return done.xcom_value
-        self.log.info(
-            "Waiting for Kling task %s in the triggerer: a status query every %g s, for up to %g s",
-            self.kling_task_id,
-            self.poke_interval,
-            self.timeout,
-        )
-        self.defer(
-            trigger=KlingTaskTrigger(
-                kling_task_id=self.kling_task_id,
-                kling_conn_id=self.kling_conn_id,
-                poll_interval=self.poke_interval,
-                timeout=self.timeout,
-            ),
-            method_name="execute_complete",
-            # A backstop only: the trigger ends the wait itself, with a clearer event, at `timeout`.
-            timeout=timedelta(seconds=self.timeout + max(60.0, 2 * self.poke_interval)),
+        defer_to_trigger(
+            self,
+            kling_task_id=self.kling_task_id,
+            kling_conn_id=self.kling_conn_id,
+            poll_interval=self.poke_interval,
+            timeout=self.timeout,
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -152,7 +154,7 @@ class KlingTaskSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """
-        Resume after :class:`KlingTaskTrigger` fired: return the finished-task dict, or raise.
+        Resume after :class:`KlingTaskTrigger` fired: return the finished-task dict, or end as poking would.
 
         :param context: the task's context.
         :param event: the trigger's event payload.
@@ -160,10 +162,71 @@ class KlingTaskSensor(BaseSensorOperator):
         try:
             result = finished_task_from_event(event)
         except KlingTaskTimeoutError as error:
-            raise AirflowSensorTimeout(str(error)) from error
+            self._time_out(str(error), error)
+        except KlingError as error:
+            self._give_up(error)
         self.kling_result = result
         self._log_success(result)
         return result
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """
+        Resume after the deferral; end a failed trigger as poke mode would end the same error.
+
+        :meth:`BaseSensorOperator.resume_execution` is bypassed on purpose: it skips every Airflow error under
+        ``never_fail``, the timeout included, and every one under ``soft_fail``, a failed trigger included,
+        where poke and reschedule modes fail them. :meth:`execute_complete` already ends each event as
+        they do; the trigger's own failure (Airflow's backstop timeout, a crash) is ended here.
+
+        :param next_method: the method to resume with.
+        :param next_kwargs: its keyword arguments (the event).
+        :param context: the task's context.
+        """
+        try:
+            return super(BaseSensorOperator, self).resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as error:  # Airflow's backstop behind the trigger's own timeout
+            self._time_out(f"The wait for Kling task {self.kling_task_id} timed out: {error}", error)
+        except TaskDeferralError as error:  # the trigger failed instead of firing an event
+            self._give_up(error)
+
+    def _handle_poke_error(self, error: BaseException) -> None:
+        """
+        Do with ``error``, raised by a poke, what :meth:`BaseSensorOperator.execute` does with it.
+
+        Airflow's fail and timeout errors skip under ``soft_fail`` or ``never_fail``; any other error is
+        logged under ``silent_fail`` (this returns; the caller waits on), skips under ``never_fail``, or is
+        raised.
+        """
+        if isinstance(error, AirflowSkipException):
+            raise error
+        if isinstance(error, AirflowSensorTimeout | AirflowTaskTimeout | AirflowFailException):
+            if self.soft_fail or self.never_fail:
+                flag = "soft_fail" if self.soft_fail else "never_fail"
+                raise AirflowSkipException(f"Skipping due to {flag} is set to True.") from error
+            raise error
+        if self.silent_fail:
+            self.log.error("Sensor poke failed (silent_fail is set): %s", error)
+            return
+        if self.never_fail:
+            raise AirflowSkipException("Skipping due to never_fail is set to True.") from error
+        raise error
+
+    def _give_up(self, error: Exception) -> NoReturn:
+        """Handle an error the wait cannot get past; under ``silent_fail``, end in the timeout at once."""
+        self._handle_poke_error(error)
+        # silent_fail: poke mode would query again until the timeout. The trigger does not ride this error
+        # out (a failed task stays failed), so end now as that timeout would.
+        self._time_out(
+            f"{error} (silent_fail is set: this error is not ridden out by waiting, so the sensor ends as "
+            f"its timeout of {self.timeout:g} s would)",
+            error,
+        )
+
+    def _time_out(self, message: str, error: BaseException) -> NoReturn:
+        """End the wait as the timeout of poke mode does: skip under ``soft_fail``, else fail, no retries."""
+        if self.soft_fail:
+            raise AirflowSkipException(message) from error
+        raise AirflowSensorTimeout(message) from error
 
     def _checked_task_id(self) -> str:
         """Return the rendered ``kling_task_id``, or fail the task without retries if it is malformed."""
