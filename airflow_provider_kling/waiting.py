@@ -21,12 +21,19 @@ Python) and strings are refused.
 from __future__ import annotations
 
 import math
+import time
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kling.constants import MAX_POLL_INTERVAL, MAX_WAIT_TIMEOUT
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow.sdk.types import Logger
+
+from airflow_provider_kling.constants import MAX_POLL_INTERVAL, MAX_WAIT_TIMEOUT, RESULT_URL_TTL_HOURS
 from airflow_provider_kling.exceptions import KlingTaskNotReadyError
 
-__all__ = ["check_poll_interval", "check_wait_timeout", "no_result_error"]
+__all__ = ["check_poll_interval", "check_wait_timeout", "log_finished_task", "no_result_error", "wait_budget"]
 
 
 def check_poll_interval(value: object, name: str = "poll_interval") -> float:
@@ -99,3 +106,48 @@ def _seconds(value: object) -> float | None:
 def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def wait_budget(timeout: float, execution_timeout: timedelta | None, started: float) -> float:
+    """
+    Return how long a wait starting now may take: ``timeout``, cut to what is left of ``execution_timeout``.
+
+    Airflow does not enforce ``execution_timeout`` while a task is deferred, so a deferring waiter hands its
+    trigger only what is left of it: the try then ends on time, and its retry can pick the task up again.
+
+    :param timeout: the waiter's own timeout, in seconds.
+    :param execution_timeout: the task's ``execution_timeout``, if any.
+    :param started: ``time.monotonic()`` when the try's ``execute`` began.
+    """
+    if execution_timeout is None:
+        return timeout
+    left = execution_timeout.total_seconds() - (time.monotonic() - started)
+    return max(0.0, min(timeout, left))
+
+
+def log_finished_task(log: Logger | Any, result: Mapping[str, Any]) -> None:
+    """
+    Log a finished task's success: its id, how long it took, its videos and billed seconds.
+
+    Warns when its result URLs have expired already (they last about a day): copy them at once.
+
+    :param log: the operator's or sensor's logger.
+    :param result: the finished-task dict (:meth:`KlingTask.as_result`).
+    """
+    from airflow_provider_kling.links.kling import result_url_is_valid
+
+    submit_time, finish_time = result.get("submit_time"), result.get("finish_time")
+    took = f" in {finish_time - submit_time:g} s" if submit_time and finish_time else ""
+    log.info(
+        "Kling task %s succeeded%s: %d video(s), %s s billed",
+        result["kling_task_id"],
+        took,
+        len(result.get("urls") or []),
+        result.get("usage_seconds"),
+    )
+    if not result_url_is_valid(dict(result)):
+        log.warning(
+            "The result URLs of Kling task %s have expired (they last about %d hours)",
+            result["kling_task_id"],
+            RESULT_URL_TTL_HOURS,
+        )

@@ -26,7 +26,6 @@ from airflow_provider_kling.constants import (
     DEFAULT_CONN_ID,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
-    RESULT_URL_TTL_HOURS,
 )
 from airflow_provider_kling.exceptions import (
     KlingBadRequestError,
@@ -36,7 +35,7 @@ from airflow_provider_kling.exceptions import (
     KlingTaskFailedError,
 )
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink, result_url_is_valid
+from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
 from airflow_provider_kling.models import (
     MAX_EXTERNAL_TASK_ID_LENGTH,
     KlingTask,
@@ -44,7 +43,13 @@ from airflow_provider_kling.models import (
     TaskStatus,
 )
 from airflow_provider_kling.triggers.kling import defer_to_trigger, finished_task_from_event
-from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeout, no_result_error
+from airflow_provider_kling.waiting import (
+    check_poll_interval,
+    check_wait_timeout,
+    log_finished_task,
+    no_result_error,
+    wait_budget,
+)
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -503,31 +508,15 @@ class KlingSubmitVideoOperator(BaseOperator):
             if not self.wait_for_completion:
                 ledger.forget()
                 return self.kling_task_id
-            wait_timeout = self._wait_timeout(started)
+            wait_timeout = wait_budget(self.timeout, self.execution_timeout, started)
+            if wait_timeout < self.timeout:
+                self.log.info("Waiting at most %.1f s: what is left of execution_timeout", wait_timeout)
             if self.deferrable:
                 self._defer(self.kling_task_id, wait_timeout)
             task = self.hook.wait_for_task(
                 self.kling_task_id, poll_interval=self.poll_interval, timeout=wait_timeout
             )
             return self._succeed(ledger, task)
-
-    def _wait_timeout(self, started: float) -> float:
-        """
-        The wait's timeout: ``timeout``, cut to what is left of ``execution_timeout`` when that is set.
-
-        Airflow does not enforce ``execution_timeout`` while a task is deferred: the trigger must, so that
-        the try fails on time and its retry reattaches to the (recorded, still running) Kling task.
-        """
-        if self.execution_timeout is None:
-            return self.timeout
-        left = self.execution_timeout.total_seconds() - (time.monotonic() - started)
-        if left < self.timeout:
-            self.log.info(
-                "Waiting at most %.1f s: what is left of execution_timeout (%s)",
-                max(left, 0.0),
-                self.execution_timeout,
-            )
-        return max(0.0, min(self.timeout, left))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """
@@ -541,7 +530,7 @@ class KlingSubmitVideoOperator(BaseOperator):
         ledger = KlingTaskLedger.open(context, self.log)
         ledger.forget()
         self.kling_result = result
-        self._log_success(result)
+        log_finished_task(self.log, result)
         return result
 
     def _with_default_external_task_id(
@@ -642,22 +631,5 @@ class KlingSubmitVideoOperator(BaseOperator):
             return task.task_id
         result = task.as_result()
         self.kling_result = result
-        self._log_success(result)
+        log_finished_task(self.log, result)
         return result
-
-    def _log_success(self, result: dict[str, Any]) -> None:
-        submit_time, finish_time = result.get("submit_time"), result.get("finish_time")
-        took = f" in {finish_time - submit_time} s" if submit_time and finish_time else ""
-        self.log.info(
-            "Kling task %s succeeded%s: %d video(s), %s s billed",
-            result["kling_task_id"],
-            took,
-            len(result.get("urls") or []),
-            result.get("usage_seconds"),
-        )
-        if not result_url_is_valid(result):
-            self.log.warning(
-                "The result URLs of Kling task %s have expired (they last about %d hours)",
-                result["kling_task_id"],
-                RESULT_URL_TTL_HOURS,
-            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -21,7 +22,13 @@ from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
 from airflow_provider_kling.models import TaskStatus, check_kling_task_id
 from airflow_provider_kling.triggers.kling import defer_to_trigger, finished_task_from_event
-from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeout, no_result_error
+from airflow_provider_kling.waiting import (
+    check_poll_interval,
+    check_wait_timeout,
+    log_finished_task,
+    no_result_error,
+    wait_budget,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -101,6 +108,7 @@ class KlingTaskSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Check the task once; if it still runs, wait in the triggerer (or poke when not deferrable)."""
+        started = time.monotonic()
         self._checked_task_id()
         with self.hook:  # closes the hook's HTTP client however this ends (a deferral included)
             if not self.deferrable:
@@ -117,7 +125,7 @@ class KlingTaskSensor(BaseSensorOperator):
             kling_task_id=self.kling_task_id,
             kling_conn_id=self.kling_conn_id,
             poll_interval=self.poke_interval,
-            timeout=self.timeout,
+            timeout=wait_budget(self.timeout, self.execution_timeout, started),
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -149,7 +157,7 @@ class KlingTaskSensor(BaseSensorOperator):
         if not task.urls:
             raise no_result_error(task.task_id)
         self.kling_result = task.as_result()
-        self._log_success(self.kling_result)
+        log_finished_task(self.log, self.kling_result)
         return PokeReturnValue(is_done=True, xcom_value=self.kling_result)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -162,11 +170,17 @@ class KlingTaskSensor(BaseSensorOperator):
         try:
             result = finished_task_from_event(event)
         except KlingTaskTimeoutError as error:
+            if (
+                self.execution_timeout is not None and error.timeout < self.timeout
+            ):  # cut to execution_timeout
+                raise AirflowTaskTimeout(
+                    f"{error}: the task's execution_timeout ({self.execution_timeout}) ran out while waiting"
+                ) from error
             self._time_out(str(error), error)
         except KlingError as error:
             self._give_up(error)
         self.kling_result = result
-        self._log_success(result)
+        log_finished_task(self.log, result)
         return result
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
@@ -235,11 +249,3 @@ class KlingTaskSensor(BaseSensorOperator):
         except ValueError as error:
             # The id is rendered from the DAG or an XCom: a retry renders the same, and nothing was spent.
             raise AirflowFailException(f"Task {self.task_id!r}: {error}") from error
-
-    def _log_success(self, result: dict[str, Any]) -> None:
-        self.log.info(
-            "Kling task %s succeeded: %d video(s), %s s billed",
-            result["kling_task_id"],
-            len(result.get("urls") or []),
-            result.get("usage_seconds"),
-        )

@@ -381,3 +381,27 @@ def test_poke_checks_the_task_id_too(kling_connection: str) -> None:
     ):
         sensor.poke(CONTEXT)
     get_task.assert_not_called()
+
+
+def test_execution_timeout_caps_the_deferred_wait_and_ends_as_a_task_timeout(kling_connection: str) -> None:
+    from airflow.providers.common.compat.sdk import PokeReturnValue
+    from airflow.sdk.exceptions import AirflowTaskTimeout, TaskDeferred
+
+    sensor = KlingTaskSensor(
+        task_id="wait", kling_task_id="task-1", timeout=3600, execution_timeout=timedelta(seconds=10)
+    )
+    with (
+        mock.patch.object(KlingTaskSensor, "poke", return_value=PokeReturnValue(is_done=False)),
+        pytest.raises(TaskDeferred) as deferred,
+    ):
+        sensor.execute({})  # type: ignore[arg-type]
+    assert 0 < deferred.value.trigger.timeout <= 10
+    event = {
+        "status": "error",
+        "reason": "timeout",
+        "kling_task_id": "task-1",
+        "timeout": 9.9,
+        "message": "m",
+    }
+    with pytest.raises(AirflowTaskTimeout, match="execution_timeout"):  # retried, as Airflow's own is
+        sensor.execute_complete({}, event)  # type: ignore[arg-type]
