@@ -6,7 +6,9 @@ three-step DAG the way a deployment does (the sensor's trigger in the triggerer 
 own supervised worker process) and kills a worker process right after its submit (``os._exit``): the retry
 must reattach to the running task through ``task_state_store`` and the simulator must count one submit.
 
-Everything binds 127.0.0.1 on free ports, parallelism is 2, and every component is stopped at the end.
+Everything binds 127.0.0.1 on free ports (the scheduler and triggerer run without their log servers,
+which would bind every interface; the test reads the log files), parallelism is 2, and every component
+is stopped at the end.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ DAG_FILES = Path(__file__).parent / "realtime_dag_files"
 AIRFLOW = Path(sys.executable).parent / "airflow"
 DAG_ID = "kling_realtime"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Extra arguments of the components: no log server (Airflow's binds every interface on a fixed port).
+COMPONENT_ARGUMENTS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
 #: Bounds of the whole run, in seconds.
 STARTUP_TIMEOUT = 120.0
 RUN_TIMEOUT = 180.0
@@ -94,7 +98,7 @@ class AirflowDeployment:
             log = (self.home / f"{name}.log").open("wb")
             self._logs.append(log)
             self.processes[name] = subprocess.Popen(
-                [str(AIRFLOW), name],
+                [str(AIRFLOW), name, *COMPONENT_ARGUMENTS.get(name, ())],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -136,6 +140,19 @@ class AirflowDeployment:
 
     def task_logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in sorted(self.home.glob("logs/**/*.log")))
+
+    def listening(self) -> set[tuple[str, str, int]]:
+        """``(process name, address, port)`` of every listening socket of the components and descendants."""
+        found = set()
+        for process in self.processes.values():
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(process.pid)
+                for member in (root, *root.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):
+                        for conn in member.net_connections(kind="inet"):
+                            if conn.status == psutil.CONN_LISTEN:
+                                found.add((member.name(), conn.laddr.ip, conn.laddr.port))
+        return found
 
 
 def query(home: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -294,3 +311,7 @@ def test_real_scheduler_and_triggerer_run_the_three_steps_and_survive_a_dead_wor
         > 1000
     )
     assert kling_simulator.api_key not in task_logs
+    # Every server of the deployment (the API server; no log servers) listens on 127.0.0.1 only.
+    listening = deployment.listening()
+    assert listening, "no listening socket found: the API server should be one"
+    assert {address for _, address, _ in listening} == {"127.0.0.1"}, listening
