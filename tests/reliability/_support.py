@@ -10,12 +10,16 @@ scheduler's executor events, the task and trigger log files of each try, the tri
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import psutil
 from dags.test_kling_realtime import AIRFLOW, COMPONENT_ARGUMENTS, COMPONENTS, AirflowDeployment, query
 
@@ -170,3 +174,120 @@ def trigger_logs(files: dict[str, str], *, attempt: int | None = None) -> dict[s
 def count(pattern: str, texts: Sequence[str]) -> int:
     """How many times a regex matches in some texts."""
     return sum(len(re.findall(pattern, text)) for text in texts)
+
+
+class AirflowRestApi:
+    """
+    A small client of the deployment's public REST API (``/api/v2``), as an admin of the simple auth manager.
+
+    The API server generated the ``admin`` user's password into its home at startup; the client logs in
+    with it (``POST /auth/token``) and sends the token as a bearer token. Every call is bounded.
+
+    :param deployment: the running deployment.
+    :param timeout: the timeout of one request, in seconds.
+    """
+
+    #: How many times a write that met a 500 "Database error" is sent again.
+    DATABASE_ERROR_RETRIES = 3
+
+    def __init__(self, deployment: AirflowDeployment, *, timeout: float = 30.0) -> None:
+        self._writes = threading.Lock()
+        #: The writes sent again after a 500 "Database error" (SQLite's lock), ``"<method> <path>"`` each.
+        self.database_errors: list[str] = []
+        self.base_url = f"http://127.0.0.1:{deployment.env['AIRFLOW__API__PORT']}"
+        passwords = json.loads((deployment.home / "simple_auth_manager_passwords.json.generated").read_text())
+        with httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False) as client:
+            login = client.post("/auth/token", json={"username": "admin", "password": passwords["admin"]})
+        assert login.status_code == 201, f"login answered {login.status_code}: {login.text[:500]}"
+        self._client = httpx.Client(
+            base_url=f"{self.base_url}/api/v2",
+            timeout=timeout,
+            trust_env=False,
+            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+        )
+
+    @staticmethod
+    def ready(deployment: AirflowDeployment) -> bool:
+        """Whether the API server answers, and has written its admin's password."""
+        if not (deployment.home / "simple_auth_manager_passwords.json.generated").exists():
+            return False
+        url = f"http://127.0.0.1:{deployment.env['AIRFLOW__API__PORT']}/api/v2/monitor/health"
+        try:
+            return httpx.get(url, timeout=5, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request (``path`` under ``/api/v2``); return the response, whatever its status."""
+        return self._client.request(method, path, **kwargs)
+
+    def call(self, method: str, path: str, *, expect: int = 200, **kwargs: Any) -> Any:
+        """
+        Send one request; assert its status; return its JSON body (``None`` if empty).
+
+        Writes go one at a time, as one person's clicks would: on SQLite, concurrent writes of the API
+        server's threads wait on each other's lock and can fail after its busy timeout (a 500 "Database
+        error"). Such a write is sent again, at most :attr:`DATABASE_ERROR_RETRIES` times (each is
+        idempotent: a state, a clear, a delete), and counted in :attr:`database_errors`.
+        """
+        if method == "GET":
+            response = self.request(method, path, **kwargs)
+        else:
+            with self._writes:
+                for _ in range(self.DATABASE_ERROR_RETRIES):
+                    response = self.request(method, path, **kwargs)
+                    if response.status_code != 500 or "Database error" not in response.text:
+                        break
+                    self.database_errors.append(f"{method} {path}")
+                    time.sleep(1)
+                else:
+                    response = self.request(method, path, **kwargs)
+        assert response.status_code == expect, (
+            f"{method} {path} answered {response.status_code}, not {expect}: {response.text[:1000]}"
+        )
+        return response.json() if response.content else None
+
+    def create_connection(self, conn_id: str, conn_type: str, *, host: str, password: str) -> None:
+        body = {"connection_id": conn_id, "conn_type": conn_type, "host": host, "password": password}
+        self.call("POST", "/connections", expect=201, json=body)
+
+    def trigger(self, dag_id: str, run_id: str) -> None:
+        """Create a manual DAG run without a logical date."""
+        self.call("POST", f"/dags/{dag_id}/dagRuns", json={"dag_run_id": run_id, "logical_date": None})
+
+    def set_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> list[dict[str, Any]]:
+        """Mark a task instance ``success`` or ``failed`` by hand; return the instances the API changed."""
+        body = self.call(
+            "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": state}
+        )
+        instances: list[dict[str, Any]] = body["task_instances"]
+        return instances
+
+    def clear(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """Clear one task instance whatever its state (not a dry run); return the instances cleared."""
+        body = self.call(
+            "POST",
+            f"/dags/{dag_id}/clearTaskInstances",
+            json={"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False},
+        )
+        instances: list[dict[str, Any]] = body["task_instances"]
+        return instances
+
+    def state_store_path(self, dag_id: str, run_id: str, task_id: str, key: str) -> str:
+        return f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store/{key}"
+
+    def state_store_get(self, dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+        """A task instance's state-store value under ``key``, or ``None`` if the key is absent (404)."""
+        response = self.request("GET", self.state_store_path(dag_id, run_id, task_id, key))
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, (
+            f"GET state-store answered {response.status_code}: {response.text}"
+        )
+        return response.json()["value"]
+
+    def state_store_delete(self, dag_id: str, run_id: str, task_id: str, key: str) -> None:
+        self.call("DELETE", self.state_store_path(dag_id, run_id, task_id, key), expect=204)
