@@ -140,7 +140,7 @@ def test_ui_task_log_tells_the_status_story(text_to_video_run: RealRun, page: Pa
         r"Waiting for Kling task \w+ in the triggerer",
         r"Kling task \w+ is Running after [\d.]+ s of waiting",  # the trigger, in the triggerer
         r"Kling task \w+ is Success after [\d.]+ s of waiting",
-        r"Kling task \w+ succeeded: 1 video\(s\), 5 s billed",  # the sensor, resumed on a worker
+        r"Kling task \w+ succeeded in [\d.]+ s: 1 video\(s\), 5 s billed",  # the sensor, resumed on a worker
     ):
         page.get_by_text(re.compile(line)).first.wait_for()
     screenshot(page, "02-sensor-log-status-story")
