@@ -424,6 +424,30 @@ class AirflowApi:
         )
         return "\n".join(_log_line(entry) for entry in result.get("content", []))
 
+    def task_log_entries(
+        self, dag_id: str, run_id: str, task_id: str, *, try_number: int = 1, map_index: int = -1
+    ) -> list[Any]:
+        """Return a task try's whole log as the API gives it: one object per event, with every field.
+
+        Besides ``event`` and ``level`` that :meth:`task_log` keeps, a failure's ``error_detail`` holds the
+        exception's type, text and frames.
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        :param task_id: the task.
+        :param try_number: the try.
+        :param map_index: the map index (``-1`` when not mapped).
+        """
+        result = self._json(
+            "GET",
+            f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
+            f"/logs/{try_number}",
+            params={"full_content": "true", "map_index": map_index},
+            headers={"Accept": "application/json"},
+        )
+        entries: list[Any] = result.get("content", [])
+        return entries
+
     def xcom(
         self, dag_id: str, run_id: str, task_id: str, *, key: str = "return_value", map_index: int = -1
     ) -> Any:
@@ -442,6 +466,25 @@ class AirflowApi:
             params={"map_index": map_index, "deserialize": "true", "stringify": "false"},
         )
         return result.get("value")
+
+    def xcom_entries(
+        self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1
+    ) -> list[dict[str, Any]]:
+        """Return every XCom entry of a task instance (keys and metadata; no values).
+
+        :param dag_id: the DAG.
+        :param run_id: the run.
+        :param task_id: the task.
+        :param map_index: the map index (``-1`` when not mapped).
+        """
+        result = self._json(
+            "GET",
+            f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
+            "/xcomEntries",
+            params={"map_index": map_index, "limit": 100},
+        )
+        entries: list[dict[str, Any]] = result["xcom_entries"]
+        return entries
 
     def put_pool(self, name: str, *, slots: int, description: str, include_deferred: bool) -> None:
         """Create or update a pool.
@@ -478,6 +521,15 @@ class AirflowApi:
         :param connection: the REST body (``connection_id``, ``conn_type``, ``host``, ``password``...).
         """
         self._json("POST", "/connections", json=dict(connection))
+
+    def delete_connection(self, connection_id: str) -> None:
+        """Delete a connection from the metadata database (no error if it does not exist).
+
+        :param connection_id: the connection.
+        """
+        response = self._client.delete(f"/connections/{quote(connection_id, safe='')}")
+        if response.status_code >= 400 and response.status_code != 404:
+            raise HarnessError(f"DELETE connection {connection_id} answered {response.status_code}")
 
 
 def _log_line(entry: Any) -> str:

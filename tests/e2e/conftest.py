@@ -8,6 +8,7 @@ real Airflow (about 1.2 GB of RSS with ``parallelism`` 2) does not keep running 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -56,16 +57,36 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: Test-only DAGs (not examples) that the real Airflow loads as a second DAG bundle, beside ``example_dags/``.
+E2E_DAG_FILES = Path(__file__).resolve().parent / "dag_files"
+#: ``[dag_processor] dag_bundle_config_list`` of the real Airflow: Airflow's default bundle (the DAGs folder,
+#: ``example_dags/``) plus ``e2e-test-dags`` (:data:`E2E_DAG_FILES`).
+E2E_DAG_BUNDLES = json.dumps(
+    [
+        {
+            "name": "dags-folder",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {},
+        },
+        {
+            "name": "e2e-test-dags",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(E2E_DAG_FILES)},
+        },
+    ]
+)
 
 
-def _stack_settings(home: Path, backends: Backends, *, parallelism: int = 2) -> StackSettings:
+def _stack_settings(
+    home: Path, backends: Backends, *, parallelism: int = 2, extra_env: dict[str, str] | None = None
+) -> StackSettings:
     return StackSettings(
         home=home,
         connections=backends.connections(),
         variables=backends.variables,
         pools={KLING_POOL[0]: KLING_POOL[1:]},
         parallelism=parallelism,
-        extra_env={"KLING_EXAMPLE_POLL_SECONDS": f"{POLL_SECONDS:g}"},
+        extra_env={"KLING_EXAMPLE_POLL_SECONDS": f"{POLL_SECONDS:g}", **(extra_env or {})},
     )
 
 
@@ -129,8 +150,17 @@ def dags_test_runner(e2e_backends: Backends, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="package")
 def airflow_stack(e2e_backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
-    """ONE real Airflow (scheduler, dag-processor, triggerer, API server) for every e2e test that needs it."""
-    stack = AirflowStack(_stack_settings(tmp_path_factory.mktemp("airflow-home"), e2e_backends))
+    """
+    ONE real Airflow (scheduler, dag-processor, triggerer, API server) for every e2e test that needs it.
+
+    It loads the examples and, as a second DAG bundle, the test-only DAGs of :data:`E2E_DAG_FILES`.
+    """
+    settings = _stack_settings(
+        tmp_path_factory.mktemp("airflow-home"),
+        e2e_backends,
+        extra_env={"AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": E2E_DAG_BUNDLES},
+    )
+    stack = AirflowStack(settings)
     try:
         stack.start(timeout=300.0)
     except HarnessError as error:
