@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -16,6 +17,7 @@ from airflow_provider_kling.hooks._download import DownloadLimits, KlingResultSt
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import pytest
     from mypy_boto3_s3 import S3Client
 
 MiB = 1024 * 1024
@@ -226,3 +228,21 @@ class ResettingProxy:
         finally:
             client.close()
             upstream.close()
+
+
+@contextlib.contextmanager
+def moto_s3(monkeypatch: pytest.MonkeyPatch, bucket: str) -> Iterator[S3Client]:
+    """An in-memory S3 (moto) with ``bucket`` created, and fake credentials in the environment."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        yield client

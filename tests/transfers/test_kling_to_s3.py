@@ -17,7 +17,6 @@ import types
 import zlib
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import httpx
 import pytest
 import respx
@@ -25,7 +24,6 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import AssetAlias
 from hypothesis import given
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from airflow_provider_kling.exceptions import (
     KlingResultDownloadError,
@@ -48,7 +46,7 @@ from airflow_provider_kling.transfers.kling_to_s3 import (
     encode_metadata_value,
 )
 
-from ._support import MiB, ResultServer, fail_part, keys, unfinished_uploads
+from ._support import MiB, ResultServer, fail_part, keys, moto_s3, unfinished_uploads
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,15 +59,7 @@ PART = S3_MIN_PART_SIZE
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Client]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
+    with moto_s3(monkeypatch, BUCKET) as client:
         yield client
 
 

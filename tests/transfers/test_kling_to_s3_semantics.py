@@ -14,12 +14,10 @@ import hashlib
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import AssetAlias
 from airflow.sdk.execution_time.context import OutletEventAccessors
-from moto import mock_aws
 
 from airflow_provider_kling.exceptions import (
     KlingResultExpiredError,
@@ -35,7 +33,7 @@ from airflow_provider_kling.transfers.kling_to_s3 import (
     S3Target,
 )
 
-from ._support import MiB, ResultServer, keys
+from ._support import MiB, ResultServer, keys, moto_s3
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,15 +50,7 @@ PROMPT = "一只猫在冲浪, golden hour"
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Client]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
+    with moto_s3(monkeypatch, BUCKET) as client:
         yield client
 
 
