@@ -1,6 +1,7 @@
 # The two commands of the README. Both set themselves up from the lock file (uv.lock) on a fresh machine.
 #   make demo   run the main job end to end on the embedded defaults
 #   make test   install, lint, type-check and run the whole test suite (what .ci/run calls)
+#   make bench  every benchmark of benchmarks/ at full size (about 40 minutes; paste into RESULTS.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 DEMO_ARGS ?=
@@ -11,7 +12,9 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: setup demo test lint typecheck unit clean
+BENCH_ARGS ?=
+
+.PHONY: setup demo test lint typecheck unit bench bench-smoke clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -34,6 +37,20 @@ unit: setup
 	$(VENV)/bin/pytest
 
 test: lint typecheck unit
+
+# Triggers (ours vs the http provider's HttpSensorTrigger), import cost, S3 transfer: tables on stdout.
+bench: setup
+	$(VENV)/bin/python benchmarks/bench_triggers.py $(BENCH_ARGS)
+	$(VENV)/bin/python benchmarks/bench_triggers.py --rows 2000:10:0 2000:10:0.05 2000:10:0.2 \
+		--contenders kling:bound=16 kling:bound=64 kling:bound=100 kling:bound=256
+	$(VENV)/bin/python benchmarks/bench_imports.py --runs 40 --importtime
+	$(VENV)/bin/python benchmarks/bench_s3_transfer.py --sizes 10M 200M --rounds 3
+
+# Every benchmark once at a tiny size: proves they still run (no figure is checked). About a minute.
+bench-smoke: setup
+	$(VENV)/bin/python benchmarks/bench_triggers.py --rows 20:0.2:0 20:0.2:0.05 --contenders anchor kling kling:bound=2
+	$(VENV)/bin/python benchmarks/bench_imports.py --runs 2
+	$(VENV)/bin/python benchmarks/bench_s3_transfer.py --sizes 1M --rounds 1
 
 clean:
 	rm -rf $(BOOTSTRAP) $(VENV) .airflow .demo .pytest_cache .mypy_cache .ruff_cache

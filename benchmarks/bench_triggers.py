@@ -1,25 +1,35 @@
 """
-Benchmark: how many ``KlingTaskTrigger`` one event loop (one triggerer process) holds, and at what CPU.
+Benchmark: N ``KlingTaskTrigger`` on one event loop against the http provider's ``HttpSensorTrigger``.
 
-The triggerer runs every trigger as a coroutine on one asyncio loop; this benchmark does the same with N
-triggers, each waiting for its own task on the local simulator (``kling-simulator``, a separate process so
-that its CPU is not counted here). Tasks never finish on their own (``task_seconds`` 3600): once the
-simulator has answered ``polls`` status queries per trigger, the benchmark moves the simulator's clock
-forward and every trigger sees ``Success`` on its next poll. It measures, for this process only:
+The triggerer runs every trigger as a coroutine on one asyncio loop; each *phase* of this benchmark does
+the same in a fresh child process: N triggers created together, each waiting for its own task. A separate
+aiohttp process (``_bench_server.py``, its CPU is not counted) answers the status route after an injected
+latency; a task id carries its finish time, and the tasks finish at staggered times, spread evenly over two
+poll intervals starting two intervals after the triggers were created, in an order unrelated to the order
+the triggers were created in. The anchor is what a user would
+build without this provider: ``HttpSensorTrigger`` polling a route of the same server that answers 404
+until the task is finished (it fires on the first non-404).
 
-* CPU per status query (``time.process_time`` over the run, divided by the queries answered);
-* the CPU a triggerer would spend at a realistic poll interval (30 s): ``N / 30 * CPU per query``;
-* memory per trigger (RSS growth while the triggers run, divided by N);
-* the longest stall of the event loop (a 50 ms ticker's largest gap) and the connections opened.
+Measured in each phase, for the child process only:
 
-``--slots`` overrides ``hooks._clients.ASYNC_POOL_SIZE`` (the shared pool's connections and the per-loop
-bound on requests in flight) to compare bounds; ``-1`` removes the bound and restores the old pool (64
-connections, 32 kept alive), so every trigger's query queues in httpcore's connection pool.
+* CPU per status query, all included (requests, parsing, validation, logging at INFO into a null
+  stream): ``time.process_time`` over the phase, divided by the queries the server answered;
+* RSS per waiting trigger: the highest RSS during the phase minus the RSS before the triggers were
+  created (after the imports and one warm-up query), divided by N;
+* event latency: when the trigger fired minus when its task finished (p50, p99, max);
+* connections the server saw opened, the peak of requests in flight at the server, and the longest
+  stall of the child's event loop (a 50 ms ticker's largest gap).
+
+Every contender of a row runs in the same invocation, one after the other, against the same server:
+read the ratios. A contender is ``anchor``, ``kling`` (this checkout), ``kling:bound=64`` (the connection
+extra ``max_in_flight``) or ``kling@/path/to/another/checkout`` (e.g. the last commit, unpacked with
+``git archive``), for before/after figures.
 
 Run as a plain script (not a test)::
 
-    .venv/bin/python benchmarks/bench_triggers.py                          # 100, 500, 1000, 2000 triggers
-    .venv/bin/python benchmarks/bench_triggers.py --triggers 1000 --slots 4 8 16 32 64
+    .venv/bin/python benchmarks/bench_triggers.py --rows 2000:10:0 2000:10:0.2 --contenders anchor kling
+    .venv/bin/python benchmarks/bench_triggers.py --rows 2000:10:0.2 \
+        --contenders kling:bound=16 kling:bound=100
 
 It prints a Markdown table (paste it into ``benchmarks/RESULTS.md``) and the machine's facts.
 """
@@ -29,171 +39,224 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
+import logging
+import math
 import os
 import platform
+import random
+import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-REQUEST = {"model": "kling-v3-omni", "input": {"prompt": "bench"}, "parameters": {"aspect_ratio": "16:9"}}
+HERE = Path(__file__).resolve().parent
+#: The default rows: the issue's table (N, poll interval in seconds, server latency in seconds).
+DEFAULT_ROWS = ("10000:10:0", "2000:10:0.2", "10000:30:0.2")
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def rss_kib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
 
 
-class Ticker:
-    """A 50 ms ticker on the loop; its largest gap is the loop's longest stall."""
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+# -- the child: one contender, one row ----------------------------------------------------------------------
+
+
+class Sampler:
+    """A 50 ms ticker on the loop: its largest gap is the loop's longest stall; it also samples RSS."""
 
     def __init__(self) -> None:
         self.max_gap = 0.0
-        self.task: asyncio.Task[None] | None = None
+        self.peak_rss = 0.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        ticks = 0
         while True:
             before = loop.time()
             await asyncio.sleep(0.05)
             self.max_gap = max(self.max_gap, loop.time() - before - 0.05)
+            ticks += 1
+            if ticks % 10 == 0:
+                self.peak_rss = max(self.peak_rss, rss_kib())
 
 
-async def run_triggers(
-    task_ids: list[str], *, polls: int, poll_interval: float, admin: Any
-) -> dict[str, Any]:
+def _make_trigger(kind: str, task_id: str, interval: float) -> Any:
+    if kind == "anchor":
+        from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+        return HttpSensorTrigger(
+            endpoint=f"anchor/{task_id}", http_conn_id="http_bench", poke_interval=interval
+        )
     from airflow_provider_kling.triggers.kling import KlingTaskTrigger
 
-    count = len(task_ids)
-    triggers = [
-        KlingTaskTrigger(kling_task_id=task_id, poll_interval=poll_interval, timeout=3600)
-        for task_id in task_ids
-    ]
-    ticker = Ticker()
-    ticker_task = asyncio.create_task(ticker.run())
-    before_stats = admin.stats()
-
-    async def finish_after_polls() -> None:
-        while True:
-            stats = await asyncio.to_thread(admin.stats)
-            if (
-                stats["requests"].get("status", 0) - before_stats["requests"].get("status", 0)
-                >= polls * count
-            ):
-                break
-            await asyncio.sleep(0.25)
-        await asyncio.to_thread(admin.advance_time, 7200)
-
-    async def one(trigger: KlingTaskTrigger) -> str:
-        async for event in trigger.run():
-            return str(event.payload["status"])
-        return "none"
-
-    rss_before = rss_mib()
-    cpu_before, wall_before = time.process_time(), time.perf_counter()
-    statuses, _ = await asyncio.gather(
-        asyncio.gather(*(one(trigger) for trigger in triggers)), finish_after_polls()
+    return KlingTaskTrigger(
+        kling_task_id=task_id, kling_conn_id="kling_bench", poll_interval=interval, timeout=7200
     )
+
+
+async def _child_phase(kind: str, count: int, interval: float, base_url: str) -> dict[str, Any]:
+    # Warm-up: one trigger on a finished task (imports, the connection, the shared client).
+    async for _ in _make_trigger(kind, "b0-1000", interval).run():
+        break
+    gc.collect()
+    stats_before = await asyncio.to_thread(_get, f"{base_url}/_bench/stats")
+    sampler = Sampler()
+    sampler_task = asyncio.create_task(sampler.run())
+    rss_before = rss_kib()
+    sampler.peak_rss = rss_before
+    start = time.time()
+    # Staggered evenly over two intervals, in an order unrelated to the order the triggers are created
+    # in (a trigger created early may finish late): else a loop that works through its triggers in
+    # order would meet the finishing tasks just in time, by construction.
+    finish = [start + 2 * interval + 2 * interval * i / count for i in range(count)]
+    random.Random(count).shuffle(finish)
+    fired = [0.0] * count
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    triggers = [_make_trigger(kind, f"b{i}-{int(finish[i] * 1000)}", interval) for i in range(count)]
+
+    failures: dict[str, int] = {}
+
+    async def one(index: int) -> None:
+        try:
+            async for _ in triggers[index].run():
+                fired[index] = time.time()
+                return
+        except Exception as error:  # a trigger that dies fires no event: counted, not the benchmark's end
+            failures[type(error).__name__] = failures.get(type(error).__name__, 0) + 1
+
+    await asyncio.gather(*(one(i) for i in range(count)))
     cpu, wall = time.process_time() - cpu_before, time.perf_counter() - wall_before
-    rss_after = rss_mib()
-    ticker_task.cancel()
+    sampler_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await ticker_task
-    after_stats = admin.stats()
-    queries = after_stats["requests"].get("status", 0) - before_stats["requests"].get("status", 0)
+        await sampler_task
+    stats = await asyncio.to_thread(_get, f"{base_url}/_bench/stats")
+    route = "anchor" if kind == "anchor" else "status"
+    queries = stats[route] - stats_before[route]
+    latencies = sorted(fired[i] - int(finish[i] * 1000) / 1000 for i in range(count) if fired[i])
+    latencies = latencies or [math.nan]
     return {
-        "triggers": count,
-        "succeeded": sum(status == "success" for status in statuses),
+        "failed": sum(failures.values()),
+        "failures": failures,
         "queries": queries,
         "wall_s": wall,
-        "cpu_s": cpu,
-        "cpu_ms_per_query": 1000 * cpu / queries,
-        "queries_per_s": queries / wall,
-        "cpu_at_30s_poll_pct": 100 * (count / 30) * (cpu / queries),
-        "rss_kib_per_trigger": 1024 * (rss_after - rss_before) / count,
-        "max_stall_ms": 1000 * ticker.max_gap,
-        "connections": after_stats["connections"]["total"] - before_stats["connections"]["total"],
+        "cpu_ms_per_query": 1000 * cpu / max(queries, 1),
+        "rss_kib_per_trigger": (sampler.peak_rss - rss_before) / count,
+        "p50_s": statistics.median(latencies),
+        "p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "max_s": latencies[-1],
+        "connections": stats["connections"] - stats_before["connections"],
+        "peak_in_flight": stats["peak_in_flight"],
+        "max_stall_ms": 1000 * sampler.max_gap,
     }
+
+
+def child(args: argparse.Namespace) -> int:
+    port = int(args.base_url.rpartition(":")[2])
+    extra = {"max_in_flight": args.bound} if args.bound else {}
+    os.environ["AIRFLOW_CONN_KLING_BENCH"] = json.dumps(
+        {"conn_type": "kling", "host": args.base_url, "password": "bench-key", "extra": extra}
+    )
+    os.environ["AIRFLOW_CONN_HTTP_BENCH"] = json.dumps(
+        {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"}
+    )
+    # The story lines of the triggers are part of their cost, not of the output.
+    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"), force=True)  # noqa: SIM115
+    row = asyncio.run(_child_phase(args.kind, args.count, args.interval, args.base_url))
+    print(json.dumps(row), flush=True)
+    return 0
+
+
+# -- the parent: the server, the rows, the table ----------------------------------------------------------
+
+
+def _contender(spec: str) -> tuple[str, str, int, str | None]:
+    """``anchor`` | ``kling[:bound=B][@path]`` -> (label, kind, bound, source path)."""
+    label = spec
+    path = None
+    if "@" in spec:
+        spec, path = spec.split("@", 1)
+        label = f"{spec} ({Path(path).name})"
+    kind, _, options = spec.partition(":")
+    bound = int(options.partition("=")[2]) if options.startswith("bound=") else 0
+    if kind not in ("anchor", "kling"):
+        raise SystemExit(f"unknown contender {spec!r}")
+    return label, kind, bound, path
+
+
+def run_phase(base_url: str, contender: str, count: int, interval: float, latency: float) -> dict[str, Any]:
+    label, kind, bound, path = _contender(contender)
+    _get(f"{base_url}/_bench/control?latency={latency}")
+    env = dict(os.environ)
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+    command = [sys.executable, __file__, "--child", kind, "--count", str(count), "--interval", str(interval)]
+    command += ["--base-url", base_url, "--bound", str(bound)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{done.stderr[-4000:]}")
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    row.update(contender=label, triggers=count, interval=interval, latency_ms=round(1000 * latency))
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--triggers", type=int, nargs="+", default=[100, 500, 1000, 2000])
-    parser.add_argument(
-        "--slots", type=int, nargs="+", default=[0], help="0: the provider's default; -1: no bound"
-    )
-    parser.add_argument("--polls", type=int, default=3, help="status queries per trigger before success")
-    parser.add_argument("--poll-interval", type=float, default=1.0)
+    parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help="N:interval:latency seconds")
+    parser.add_argument("--contenders", nargs="+", default=["anchor", "kling"])
+    parser.add_argument("--child", dest="kind", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--interval", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--bound", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.kind:
+        return child(args)
 
-    simulator = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_kling.testing", "--port", "0", "--task-seconds", "3600"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "_bench_server.py")], stdout=subprocess.PIPE, text=True
     )
+    rows = []
     try:
-        assert simulator.stdout is not None
-        base_url = simulator.stdout.readline().strip()
-        os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(
-            {"conn_type": "kling", "host": base_url, "password": "sim-key"}
-        )
-        import logging
-
-        logging.disable(logging.WARNING)  # the story lines of thousands of triggers are not the benchmark
-        import httpx
-
-        from airflow_provider_kling.hooks import _clients
-        from airflow_provider_kling.hooks.kling import KlingHook
-        from airflow_provider_kling.testing.simulator_client import KlingSimulatorClient
-
-        admin = KlingSimulatorClient(base_url)
-        default_slots = _clients.ASYNC_POOL_SIZE
-        rows = []
-        for slots in args.slots:
-            # Read when each run's loop creates its shared client and semaphore.
-            size = slots if slots > 0 else default_slots
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0)
-            if slots < 0:
-                size, limits = 1_000_000, httpx.Limits(max_connections=64, max_keepalive_connections=32)
-            _clients.ASYNC_POOL_SIZE = size  # type: ignore[misc]
-            _clients.ASYNC_LIMITS = limits  # type: ignore[misc]
-            for count in args.triggers:
-                admin.reset()
-                admin.configure(task_seconds=3600)
-                with KlingHook() as hook:
-                    task_ids = [hook.submit_task(REQUEST) for _ in range(count)]
-                row = asyncio.run(
-                    run_triggers(task_ids, polls=args.polls, poll_interval=args.poll_interval, admin=admin)
-                )
-                row["slots"] = "none" if slots < 0 else (slots or default_slots)
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        for spec in args.rows:
+            count, interval, latency = spec.split(":")
+            for contender in args.contenders:
+                rows.append(run_phase(base_url, contender, int(count), float(interval), float(latency)))
     finally:
-        simulator.terminate()
-        simulator.wait(10)
+        server.terminate()
+        server.wait(10)
 
     print(
-        "| triggers | slots | queries | wall (s) | queries/s | CPU ms/query | CPU at 30 s polls "
-        "| RSS KiB/trigger | longest loop stall (ms) | connections |"
+        "| N | interval (s) | latency (ms) | contender | queries | CPU ms/query | RSS KiB/trigger "
+        "| p50 (s) | p99 (s) | max (s) | failed | connections | peak in flight | longest stall (ms) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        assert row["succeeded"] == row["triggers"], row
         print(
-            f"| {row['triggers']} | {row['slots']} | {row['queries']} | {row['wall_s']:.1f} | "
-            f"{row['queries_per_s']:.0f} | {row['cpu_ms_per_query']:.2f} | "
-            f"{row['cpu_at_30s_poll_pct']:.1f} % | {row['rss_kib_per_trigger']:.1f} | "
-            f"{row['max_stall_ms']:.0f} | {row['connections']} |"
+            f"| {row['triggers']} | {row['interval']:g} | {row['latency_ms']} | {row['contender']} | "
+            f"{row['queries']} | {row['cpu_ms_per_query']:.2f} | {row['rss_kib_per_trigger']:.1f} | "
+            f"{row['p50_s']:.1f} | {row['p99_s']:.1f} | {row['max_s']:.1f} | {row['failed']} | "
+            f"{row['connections']} | "
+            f"{row['peak_in_flight']} | {row['max_stall_ms']:.0f} |"
         )
     print()
     print(
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end."
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end, "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}."
     )
     return 0
 

@@ -64,12 +64,12 @@ class Answer:
     An API answer, read whole: its status, headers and body.
 
     :param status_code: the HTTP status.
-    :param headers: the response headers.
+    :param headers: the response headers (a case-insensitive mapping).
     :param content: the body (at most :data:`MAX_ANSWER_BYTES`).
     """
 
     status_code: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     content: bytes
 
 
@@ -103,9 +103,23 @@ class AnswerReader:
             )
         self.chunks.append(chunk)
 
-    def answer(self, headers: httpx.Headers) -> Answer:
+    def answer(self, headers: Mapping[str, str]) -> Answer:
         """Return the whole answer."""
         return Answer(self.status_code, headers, b"".join(self.chunks))
+
+
+class SendError(Exception):
+    """
+    What an async sender raises when a request got no (complete) HTTP answer; the hook translates it.
+
+    :param error: the HTTP library's exception.
+    :param sent: whether the request may have reached the server.
+    """
+
+    def __init__(self, error: BaseException, *, sent: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.sent = sent
 
 
 def late_answer_error(*, what: str, url: str, seconds: float) -> KlingTransportError:
@@ -359,7 +373,7 @@ def body_excerpt(content: bytes, api_key: str | None) -> str:
 
 
 def transport_error(
-    error: httpx.RequestError, *, what: str, url: str, api_key: str | None
+    error: BaseException, *, what: str, url: str, api_key: str | None, sent: bool | None = None
 ) -> KlingTransportError:
     """
     Build the exception for a request that got no (complete) HTTP response.
@@ -368,12 +382,15 @@ def transport_error(
     no free connection in the pool, an unsupported scheme. A read timeout or a dropped connection after
     sending leaves ``sent=True``: the server may have acted on the request.
 
-    :param error: the httpx exception.
+    :param error: the HTTP library's exception (httpx, or aiohttp's through :class:`SendError`).
     :param what: the operation, for the message.
     :param url: the URL requested (its query string is left out of the message).
     :param api_key: the API key, redacted from the message.
+    :param sent: whether the request may have reached the server; read from the httpx exception's class
+        when not given.
     """
-    sent = not isinstance(error, _NOT_SENT)
+    if sent is None:
+        sent = not isinstance(error, _NOT_SENT)
     target = redact_url(url)
     detail = str(error) or type(error).__name__
     return KlingTransportError(
@@ -393,6 +410,16 @@ def decode_json(content: bytes) -> Any:
         return json.loads(content)
     except RecursionError:
         raise ValueError("the JSON nests too deeply") from None
+
+
+def json_body(payload: Any) -> bytes:
+    """
+    Encode a JSON request body as httpx does (UTF-8, compact, no NaN), so both paths send the same bytes.
+
+    :param payload: the body.
+    :raises ValueError: the body holds a NaN or an infinity.
+    """
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _json_or_none(content: bytes) -> object:

@@ -30,6 +30,14 @@ MAX_TIMEOUT: Final = 600.0
 DEFAULT_MAX_RETRIES: Final = 5
 #: Largest accepted ``max_retries`` (the connection form's maximum).
 MAX_RETRIES_LIMIT: Final = 20
+#: Async requests of one connection in flight at once on one event loop (one triggerer), when the
+#: connection's ``max_in_flight`` extra does not say. Sized for latency (Little's law: in flight = queries
+#: per second x latency): 10,000 triggers polling every 30 s at 200 ms API latency need ~67, 2,000 every
+#: 10 s ~40; aiohttp's connector holds this many kept-alive connections at O(1) per request (its own
+#: default limit is 100). Measured at 0, 50 and 200 ms in ``benchmarks/RESULTS.md``.
+DEFAULT_MAX_IN_FLIGHT: Final = 100
+#: Largest accepted ``max_in_flight``: every request in flight is an open socket of the triggerer.
+MAX_IN_FLIGHT_LIMIT: Final = 1000
 #: ``User-Agent`` of every request.
 USER_AGENT: Final = f"airflow-provider-kling/{__version__}"
 
@@ -48,6 +56,7 @@ class KlingSettings:
     :param api_key: the ModelVerse API key, sent bare in the ``Authorization`` header.
     :param timeout: timeout of one HTTP request, in seconds.
     :param max_retries: how many times a failed request is retried (a submit only where safe).
+    :param max_in_flight: async requests of this connection in flight at once on one event loop.
     """
 
     conn_id: str
@@ -55,14 +64,22 @@ class KlingSettings:
     api_key: str = field(repr=False)
     timeout: float
     max_retries: int
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
     def url(self, path: str) -> str:
         """Return the absolute URL of an API path such as ``/v1/tasks/status``."""
         return self.base_url + path
 
-    def auth_headers(self) -> dict[str, str]:
-        """Return the headers of an authenticated API request: the bare key, no ``Bearer`` prefix."""
-        return {"Authorization": self.api_key, "Accept": "application/json"}
+    def auth_headers(self, *, json: bool = False) -> dict[str, str]:
+        """
+        Return the headers of an authenticated API request: the bare key, no ``Bearer`` prefix.
+
+        :param json: the request carries a JSON body (adds its ``Content-Type``).
+        """
+        headers = {"Authorization": self.api_key, "Accept": "application/json"}
+        if json:
+            headers["Content-Type"] = "application/json"
+        return headers
 
     def is_api_url(self, url: str) -> bool:
         """
@@ -109,7 +126,8 @@ def settings_from_connection(
       (``kling://:KEY@proxy.example.com:8443/modelverse/api``) arrives so: Airflow puts the URI's path in
       the schema field. ``http`` or ``https`` there is the scheme instead (the HTTP provider's
       convention), used when the host names none;
-    - extras ``timeout`` (seconds, default 30) and ``max_retries`` (default 5).
+    - extras ``timeout`` (seconds, default 30), ``max_retries`` (default 5) and ``max_in_flight`` (async
+      requests in flight at once per event loop, default :data:`DEFAULT_MAX_IN_FLIGHT`).
 
     No error message contains the API key (in any form) or the userinfo, query string or fragment of
     the host.
@@ -144,6 +162,12 @@ def settings_from_connection(
         resolved_retries = (
             DEFAULT_MAX_RETRIES if _unset(retries_value) else check_max_retries(retries_value, retries_source)
         )
+        in_flight_value = extra.get("max_in_flight")
+        resolved_in_flight = (
+            DEFAULT_MAX_IN_FLIGHT
+            if _unset(in_flight_value)
+            else check_max_in_flight(in_flight_value, "extra 'max_in_flight'")
+        )
     except ValueError as error:
         raise KlingConnectionConfigError(
             f"Kling connection {conn_id!r}: {redact(str(error), api_key)}"
@@ -154,6 +178,7 @@ def settings_from_connection(
         api_key=api_key,
         timeout=resolved_timeout,
         max_retries=resolved_retries,
+        max_in_flight=resolved_in_flight,
     )
 
 
@@ -202,6 +227,32 @@ def check_max_retries(value: object, what: str) -> int:
     if number is None or not 0 <= number <= MAX_RETRIES_LIMIT:
         raise ValueError(f"{what} must be a whole number from 0 to {MAX_RETRIES_LIMIT}, got {_show(value)}")
     return number
+
+
+def check_max_in_flight(value: object, what: str) -> int:
+    """
+    Validate a bound on requests in flight: a whole number from 1 to :data:`MAX_IN_FLIGHT_LIMIT`.
+
+    Strings of digits are accepted (connection extras may hold strings).
+
+    :param value: the value to check.
+    :param what: how to name the value in the error message.
+    :raises ValueError: the value is not a valid bound.
+    """
+    number = _whole_number(value)
+    if number is None or not 1 <= number <= MAX_IN_FLIGHT_LIMIT:
+        raise ValueError(f"{what} must be a whole number from 1 to {MAX_IN_FLIGHT_LIMIT}, got {_show(value)}")
+    return number
+
+
+def _whole_number(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 def _unset(value: object) -> bool:

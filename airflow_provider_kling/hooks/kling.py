@@ -38,7 +38,7 @@ from airflow_provider_kling.exceptions import (
     KlingTransportError,
 )
 from airflow_provider_kling.get_provider_info import CONNECTION_UI_FIELD_BEHAVIOUR
-from airflow_provider_kling.hooks._clients import new_sync_client, shared_async_pool
+from airflow_provider_kling.hooks._clients import AsyncSender, new_sync_client, shared_async_pool
 from airflow_provider_kling.hooks._download import (
     DEFAULT_DOWNLOAD_RETRY_DELAY,
     DEFAULT_DOWNLOAD_TIMEOUT,
@@ -52,10 +52,12 @@ from airflow_provider_kling.hooks._errors import (
     GARBLED_ANSWER_ERRORS,
     Answer,
     AnswerReader,
+    SendError,
     api_error,
     decode_json,
     embedded_error,
     garbled_answer_error,
+    json_body,
     late_answer_error,
     malformed_response_error,
     transport_error,
@@ -97,6 +99,9 @@ _PROBE_TASK_ID: Final = "airflow-connection-test-0000000000"
 
 _T = TypeVar("_T")
 
+#: Connection fetches in flight, by (loop, conn id, timeout, max_retries): hooks asking at once share one.
+_settings_lookups: dict[tuple[object, str, float | None, int | None], asyncio.Future[KlingSettings]] = {}
+
 #: The forms of API keys this process has registered with Airflow's secrets masker (once each: the
 #: masker rebuilds its pattern on every new secret, and a triggerer resolves thousands of hooks).
 _masked_key_forms: set[str] = set()
@@ -129,14 +134,17 @@ class KlingHook(BaseHook):
 
     The connection's password is the API key (sent bare in the ``Authorization`` header), its host the
     base URL (empty for ``https://api.modelverse.cn``), and its extras ``timeout`` (seconds per request,
-    default 30) and ``max_retries`` (default 5). Failed calls are retried with exponential backoff and
+    default 30), ``max_retries`` (default 5) and ``max_in_flight`` (async requests in flight per event loop,
+    default 100). Failed calls are retried with exponential backoff and
     jitter, honouring ``Retry-After``; a submit (every task is billed) only where the API provably created
     nothing, else :class:`~airflow_provider_kling.exceptions.KlingSubmitUncertainError` is raised.
 
     Sync methods use one ``httpx.Client`` per hook instance (close it with :meth:`close` or use the hook as
-    a context manager); async methods share one ``httpx.AsyncClient`` per event loop with every other hook
-    in the process, closed when the loop ends. At most 16 async requests are in flight at once per event
-    loop, over every hook on it (as many as the shared pool's connections); more wait their turn.
+    a context manager); async methods share one ``aiohttp.ClientSession`` per event loop with every other
+    hook in the process, closed when the loop ends, with the same deadlines, retries, error translation and
+    key redaction as the sync methods. At most ``max_in_flight`` (a connection extra, default 100) async
+    requests of one connection are in flight at once per event loop, over every hook on it; more wait
+    their turn.
 
     :param kling_conn_id: the Airflow connection of the ModelVerse API.
     :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra.
@@ -192,21 +200,36 @@ class KlingHook(BaseHook):
         return self._settings
 
     async def aget_settings(self) -> KlingSettings:
-        """Return the resolved connection settings, fetching the connection without blocking the loop."""
-        if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
-            from airflow.sdk.log import amask_secret
+        """
+        Return the resolved connection settings, fetching the connection without blocking the loop.
 
-            conn = await get_async_connection(self.kling_conn_id, hook=self)
-            extra = await get_async_extra_dejson(conn)
-            settings = self._resolve(conn, extra)
-            for form in _unmasked_key_forms(settings.api_key):
-                await amask_secret(form)
-            self._settings = settings
+        Hooks of one connection that ask at the same moment on one loop (a triggerer starting a batch of
+        triggers) share one fetch: the first one's, which every one of them awaits. Nothing is kept once
+        it is done: the next hook fetches the connection again.
+        """
+        if self._settings is None:
+            key = (asyncio.get_running_loop(), self.kling_conn_id, self.timeout, self.max_retries)
+            lookup = _settings_lookups.get(key)
+            if lookup is None:
+                lookup = _settings_lookups[key] = asyncio.ensure_future(self._afetch_settings())
+                lookup.add_done_callback(lambda _: _settings_lookups.pop(key, None))
+            # Shielded: a waiter that is cancelled (its trigger ends) does not cancel the others' fetch.
+            self._settings = await asyncio.shield(lookup)
         return self._settings
+
+    async def _afetch_settings(self) -> KlingSettings:
+        from airflow.providers.common.compat.connection import (
+            get_async_connection,
+            get_async_extra_dejson,
+        )
+        from airflow.sdk.log import amask_secret
+
+        conn = await get_async_connection(self.kling_conn_id, hook=self)
+        extra = await get_async_extra_dejson(conn)
+        settings = self._resolve(conn, extra)
+        for form in _unmasked_key_forms(settings.api_key):
+            await amask_secret(form)
+        return settings
 
     def _resolve(self, conn: Connection, extra: Mapping[str, Any]) -> KlingSettings:
         return settings_from_connection(
@@ -302,11 +325,11 @@ class KlingHook(BaseHook):
         video_request = self._validated(request)
         settings = await self.aget_settings()
         body = video_request.to_api_body()
-        client, slots = await shared_async_pool()
+        sender, slots = await shared_async_pool(settings.conn_id, settings.max_in_flight)
 
         async def attempt(deadline: float | None) -> str:
             answer = await self._asend(
-                client, slots, settings, "POST", SUBMIT_PATH, what="submit", deadline=deadline, json=body
+                sender, slots, settings, "POST", SUBMIT_PATH, what="submit", deadline=deadline, json=body
             )
             return self._submit_task_id(answer, settings)
 
@@ -360,11 +383,11 @@ class KlingHook(BaseHook):
         what = self._status_what(task_id)
         deadline = self._deadline(timeout)
         settings = await self.aget_settings()
-        client, slots = await shared_async_pool()
+        sender, slots = await shared_async_pool(settings.conn_id, settings.max_in_flight)
 
         async def attempt(attempt_deadline: float | None) -> KlingTask:
             answer = await self._asend(
-                client,
+                sender,
                 slots,
                 settings,
                 "GET",
@@ -615,7 +638,7 @@ class KlingHook(BaseHook):
 
     async def _asend(
         self,
-        client: httpx.AsyncClient,
+        sender: AsyncSender,
         slots: asyncio.Semaphore,
         settings: KlingSettings,
         method: str,
@@ -629,31 +652,31 @@ class KlingHook(BaseHook):
         """
         Send one API request and read its whole answer without blocking the loop.
 
-        Waiting for the loop's request slot counts against ``deadline`` only; the request and its body
-        against the connection's timeout too.
+        Waiting for the connection's request slot on the loop counts against ``deadline`` only; the request
+        and its body against the connection's timeout too. The sender (aiohttp) only moves bytes: the
+        deadlines and the translation of every failure into the error tree are the same as :meth:`_send`'s.
         """
         url = settings.url(path)
         seconds = self._attempt_seconds(settings, deadline, what)
+        body = None if json is None else json_body(json)
+        headers = settings.auth_headers(json=body is not None)
         try:
-            async with asyncio.timeout(None if deadline is None else deadline - self.monotonic()):
-                # The loop's slot is held while the request and its body are in flight (not while
-                # retrying): a burst waits here, in O(1), instead of in httpcore's pool queue.
+            async with asyncio.timeout(None if deadline is None else deadline - self.monotonic()) as scope:
+                # The slot is held while the request and its body are in flight (not while retrying): a
+                # burst waits here, in O(1), and the loop never opens more sockets than the bound.
                 async with slots:
                     seconds = self._attempt_seconds(settings, deadline, what)
-                    async with (
-                        asyncio.timeout(seconds),
-                        client.stream(
-                            method, url, **request_options(settings, json, params, seconds)
-                        ) as response,
-                    ):
-                        reader = AnswerReader(response.status_code, what=what)
-                        async for chunk in response.aiter_bytes():
-                            reader.add(chunk)
-                        return reader.answer(response.headers)
+                    # One timer for both bounds: the request's time is never beyond the deadline.
+                    scope.reschedule(asyncio.get_running_loop().time() + seconds)
+                    return await sender.fetch(
+                        method, url, headers=headers, params=params, body=body, seconds=seconds, what=what
+                    )
         except TimeoutError:
             raise late_answer_error(what=what, url=url, seconds=seconds) from None
-        except httpx.RequestError as error:
-            raise transport_error(error, what=what, url=url, api_key=settings.api_key) from error
+        except SendError as error:
+            raise transport_error(
+                error.error, what=what, url=url, api_key=settings.api_key, sent=error.sent
+            ) from error.error
         except GARBLED_ANSWER_ERRORS as error:
             raise garbled_answer_error(error, what=what, url=url) from None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -47,6 +48,7 @@ __all__ = [
     "EVENT_ERROR",
     "EVENT_FAILURE",
     "EVENT_SUCCESS",
+    "MAX_POLL_JITTER_SECONDS",
     "MIN_QUERY_SECONDS",
     "QUERY_GRACE_SECONDS",
     "REASON_API_ERROR",
@@ -64,6 +66,10 @@ MIN_QUERY_SECONDS: Final = 1.0
 #: Seconds the trigger gives the hook beyond the time it passed it, to end a query with its own error,
 #: before the trigger cancels the query itself.
 QUERY_GRACE_SECONDS: Final = 0.5
+
+#: Largest shift of one poll from the poll interval, either way (and at most a tenth of the interval): it
+#: keeps triggers created together from polling in lockstep without delaying an event by more than this.
+MAX_POLL_JITTER_SECONDS: Final = 0.5
 
 #: ``status`` values of the events.
 EVENT_SUCCESS: Final = "success"
@@ -135,6 +141,12 @@ class KlingTaskTrigger(BaseTrigger):
 
     A ``Success`` without a result URL ends the wait with a ``no_result`` error, where it is first seen.
 
+    Polls are spread: the first query comes at a random point of the first ``poll_interval``
+    (:func:`first_poll_delay`), and each later one ``poll_interval`` after the last, shifted by up to
+    :data:`MAX_POLL_JITTER_SECONDS` either way (:func:`next_poll_delay`). Ten thousand triggers created
+    together so query the API evenly, not in bursts of ten thousand, and an event comes at most one
+    interval plus half a second after its task finished (plus the query's own time).
+
     :param kling_task_id: the API's task id to wait for
         (:func:`~airflow_provider_kling.models.check_kling_task_id`).
     :param kling_conn_id: the Airflow connection of the ModelVerse API.
@@ -197,6 +209,7 @@ class KlingTaskTrigger(BaseTrigger):
         started = loop.time()
         ends = started + max(0.0, self.deadline - time.time())
         last_status: TaskStatus | None = None
+        await asyncio.sleep(min(first_poll_delay(self.poll_interval), max(0.0, ends - loop.time())))
         while True:
             try:
                 task = await self._query(hook, max(ends - loop.time(), MIN_QUERY_SECONDS))
@@ -243,7 +256,7 @@ class KlingTaskTrigger(BaseTrigger):
                 )
                 self.log.error("%s", message)
                 return {**self._error(REASON_TIMEOUT, message, last_status), "timeout": self.timeout}
-            await asyncio.sleep(min(self.poll_interval, remaining))
+            await asyncio.sleep(min(next_poll_delay(self.poll_interval), remaining))
 
     async def _query(self, hook: KlingHook, seconds: float) -> KlingTask:
         """
@@ -274,6 +287,27 @@ class KlingTaskTrigger(BaseTrigger):
             "message": message,
             "last_status": last_status.value if last_status is not None else None,
         }
+
+
+def first_poll_delay(poll_interval: float) -> float:
+    """
+    Seconds before a trigger's first status query: a random point of the first poll interval.
+
+    :param poll_interval: the trigger's poll interval.
+    """
+    return random.uniform(0.0, poll_interval)
+
+
+def next_poll_delay(poll_interval: float) -> float:
+    """
+    Seconds between two status queries: the interval, shifted at random either way.
+
+    The shift is at most a tenth of the interval, and at most :data:`MAX_POLL_JITTER_SECONDS`.
+
+    :param poll_interval: the trigger's poll interval.
+    """
+    jitter = min(0.1 * poll_interval, MAX_POLL_JITTER_SECONDS)
+    return poll_interval + random.uniform(-jitter, jitter)
 
 
 def _without_status(result: dict[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,15 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
+from airflow_provider_kling.hooks._errors import _NOT_SENT, Answer, AnswerReader, SendError
 from airflow_provider_kling.hooks._retry import RetryPolicy
+from airflow_provider_kling.hooks._settings import USER_AGENT
 from airflow_provider_kling.hooks.kling import KlingHook
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
+    from collections.abc import Mapping, MutableMapping
 
     import pytest
 
@@ -103,3 +107,51 @@ class LogCapture:
 
     def text(self) -> str:
         return "\n".join(self.texts())
+
+
+class HttpxSender:
+    """
+    The hook's async shell over ``httpx.AsyncClient``, so that ``respx`` sees async requests (tests only).
+
+    The hook's own async shell is aiohttp (``_clients.AiohttpSender``), which ``respx`` cannot mock; the
+    hostile-server and simulator tests run that one over real sockets.
+    """
+
+    def __init__(self) -> None:
+        self.client = httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, follow_redirects=False)
+
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        seconds: float,
+        what: str,
+    ) -> Answer:
+        try:
+            async with self.client.stream(
+                method, url, headers=headers, params=params, content=body, timeout=seconds
+            ) as response:
+                reader = AnswerReader(response.status_code, what=what)
+                async for chunk in response.aiter_bytes():
+                    reader.add(chunk)
+                return reader.answer(response.headers)
+        except httpx.RequestError as error:
+            raise SendError(error, sent=not isinstance(error, _NOT_SENT)) from error
+
+    @property
+    def is_closed(self) -> bool:
+        return self.client.is_closed
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def send_async_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every loop's new shared async sender an :class:`HttpxSender` (for ``respx``)."""
+    from airflow_provider_kling.hooks import _clients
+
+    monkeypatch.setattr(_clients, "new_async_sender", HttpxSender)

@@ -6,7 +6,7 @@ import pytest
 import respx
 import structlog
 
-from ._support import BASE_URL, LogCapture, Sleeps, make_hook, set_connection
+from ._support import BASE_URL, LogCapture, Sleeps, make_hook, send_async_through_httpx, set_connection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,8 +31,9 @@ def hook(connection: None, sleeps: Sleeps) -> Iterator[KlingHook]:
 
 
 @pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    """The mocked API: every request must hit a route (nothing reaches the network)."""
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
+    """The mocked API: every request must hit a route (nothing reaches the network), async ones too."""
+    send_async_through_httpx(monkeypatch)
     with respx.mock(base_url=BASE_URL, assert_all_called=False, assert_all_mocked=True) as router:
         yield router
 

@@ -29,6 +29,7 @@ from airflow_provider_kling.exceptions import (
     KlingTransportError,
 )
 from airflow_provider_kling.hooks._errors import MAX_ANSWER_BYTES
+from airflow_provider_kling.hooks._settings import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
 
@@ -231,8 +232,8 @@ async def test_a_stalled_request_slot_counts_against_the_callers_timeout(
     from airflow_provider_kling.hooks import _clients
 
     api.get("/v1/tasks/status").mock(return_value=httpx.Response(200, json=status_body()))
-    _, slots = await _clients.shared_async_pool()
-    taken = [await slots.acquire() for _ in range(_clients.ASYNC_POOL_SIZE)]
+    _, slots = await _clients.shared_async_pool(CONN_ID, DEFAULT_MAX_IN_FLIGHT)
+    taken = [await slots.acquire() for _ in range(DEFAULT_MAX_IN_FLIGHT)]
     try:
         started = time.monotonic()
         with pytest.raises(KlingTransportError):

@@ -7,6 +7,7 @@ import json
 from typing import Any
 from unittest import mock
 
+import aiohttp
 import httpx
 import pytest
 import respx
@@ -27,6 +28,7 @@ from airflow_provider_kling.exceptions import (
 )
 from airflow_provider_kling.get_provider_info import get_provider_info
 from airflow_provider_kling.hooks import _clients
+from airflow_provider_kling.hooks._settings import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
 
@@ -35,6 +37,7 @@ from ._support import (
     BASE_URL,
     CONN_ID,
     Clock,
+    HttpxSender,
     LogCapture,
     Sleeps,
     make_hook,
@@ -863,6 +866,39 @@ async def test_async_settings_never_call_the_blocking_api(
     assert hook.settings.api_key == API_KEY  # cached by the async path
 
 
+async def test_hooks_asking_at_once_share_one_connection_fetch(
+    connection: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat import connection as compat
+
+    fetches: list[str] = []
+    original = compat.get_async_connection
+
+    async def counted(conn_id: str, **kwargs: Any) -> Any:
+        fetches.append(conn_id)
+        await asyncio.sleep(0.01)
+        return await original(conn_id, **kwargs)
+
+    monkeypatch.setattr(compat, "get_async_connection", counted)
+    together = await asyncio.gather(*(KlingHook(CONN_ID).aget_settings() for _ in range(50)))
+    assert fetches == [CONN_ID]
+    assert {settings.api_key for settings in together} == {API_KEY}
+    # Nothing is kept: a hook that asks later fetches the connection again (a changed key is seen).
+    set_connection(monkeypatch, password="sk-ROTATED-0000")
+    assert (await KlingHook(CONN_ID).aget_settings()).api_key == "sk-ROTATED-0000"
+    assert fetches == [CONN_ID, CONN_ID]
+    # A hook with its own overrides gets its own settings, not another's.
+    assert (await KlingHook(CONN_ID, timeout=7).aget_settings()).timeout == 7
+
+
+async def test_a_cancelled_hook_does_not_cancel_the_shared_fetch(connection: None) -> None:
+    first = asyncio.ensure_future(KlingHook(CONN_ID).aget_settings())
+    second = asyncio.ensure_future(KlingHook(CONN_ID).aget_settings())
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second).api_key == API_KEY
+
+
 async def test_async_429_retry_after(hook: KlingHook, api: respx.MockRouter, sleeps: Sleeps) -> None:
     route = api.get("/v1/tasks/status").mock(
         side_effect=[json_error(429, **{"Retry-After": "4"}), httpx.Response(200, json=status_body())]
@@ -930,7 +966,9 @@ async def test_one_async_client_shared_by_every_hook(
     await asyncio.gather(*(h.aget_task("task-1") for h in hooks))
     await asyncio.gather(*(h.aget_task("task-1") for h in hooks))
     assert len(used) == 100
-    assert {id(client) for client in used} == {id(await _clients.shared_async_client())}
+    sender = await _clients.shared_async_client()
+    assert isinstance(sender, HttpxSender)
+    assert {id(client) for client in used} == {id(sender.client)}
     assert len(_clients._clients) >= 1
     assert not used[0].is_closed
 
@@ -958,20 +996,53 @@ async def test_async_requests_in_flight_bounded_per_loop(
     await asyncio.gather(
         *(h.aget_task("task-1") for h in hooks), *(h.asubmit_task(REQUEST) for h in hooks[:20])
     )
-    assert peak == _clients.ASYNC_POOL_SIZE
-    client, slots = await _clients.shared_async_pool()
-    assert client is await _clients.shared_async_client()
+    assert peak == DEFAULT_MAX_IN_FLIGHT
+    sender, slots = await _clients.shared_async_pool(CONN_ID, DEFAULT_MAX_IN_FLIGHT)
+    assert sender is await _clients.shared_async_client()
     assert not slots.locked()  # every slot given back
 
 
-def test_pool_keeps_alive_every_connection_it_may_open() -> None:
-    limits = _clients.ASYNC_LIMITS
-    assert limits.max_connections == limits.max_keepalive_connections == _clients.ASYNC_POOL_SIZE
+async def test_the_bound_in_flight_is_the_connections_extra(
+    monkeypatch: pytest.MonkeyPatch, api: respx.MockRouter
+) -> None:
+    set_connection(monkeypatch, extra={"max_in_flight": "3"})
+    in_flight = peak = 0
+    original = httpx.AsyncClient.send
+
+    async def slow(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return await original(self, *args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", slow)
+    api.get("/v1/tasks/status").mock(return_value=httpx.Response(200, json=status_body()))
+    await asyncio.gather(*(KlingHook(CONN_ID).aget_task("task-1") for _ in range(20)))
+    assert peak == 3
+
+
+async def test_the_aiohttp_session_carries_no_key_keeps_no_cookie_and_queues_nowhere(
+    connection: None,
+) -> None:
+    sender = await _clients.shared_async_client()
+    assert isinstance(sender, _clients.AiohttpSender)
+    session = sender.session
+    assert "Authorization" not in session.headers
+    assert session.headers["User-Agent"].startswith("airflow-provider-kling/")
+    assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
+    assert not session.trust_env  # .netrc is never read (it would add a key of its own)
+    # No limit in the connector: the per-connection semaphores are the bound, nothing queues inside it.
+    assert session.connector is not None
+    assert session.connector.limit == 0
 
 
 def test_each_loop_gets_its_own_request_slots(connection: None) -> None:
     async def slots() -> asyncio.Semaphore:
-        return (await _clients.shared_async_pool())[1]
+        return (await _clients.shared_async_pool(CONN_ID))[1]
 
     assert asyncio.run(slots()) is not asyncio.run(slots())
 
@@ -979,15 +1050,16 @@ def test_each_loop_gets_its_own_request_slots(connection: None) -> None:
 async def test_shared_async_client_carries_no_key(connection: None, api: respx.MockRouter) -> None:
     api.get("/v1/tasks/status").mock(return_value=httpx.Response(200, json=status_body()))
     await KlingHook(CONN_ID).aget_task("task-1")
-    client = await _clients.shared_async_client()
-    assert "Authorization" not in client.headers
-    assert client.base_url == httpx.URL("")
+    assert api.calls.last.request.headers["Authorization"] == API_KEY  # passed per request
+    sender = await _clients.shared_async_client()
+    assert isinstance(sender, HttpxSender)
+    assert "Authorization" not in sender.client.headers
 
 
 def test_each_loop_gets_its_own_client_closed_with_the_loop(connection: None, api: respx.MockRouter) -> None:
     api.get("/v1/tasks/status").mock(return_value=httpx.Response(200, json=status_body()))
 
-    async def poll() -> httpx.AsyncClient:
+    async def poll() -> _clients.AsyncSender:
         await KlingHook(CONN_ID).aget_task("task-1")
         client = await _clients.shared_async_client()
         assert not client.is_closed
@@ -1001,7 +1073,7 @@ def test_each_loop_gets_its_own_client_closed_with_the_loop(connection: None, ap
 
 
 def test_closed_explicitly_then_recreated(connection: None, api: respx.MockRouter) -> None:
-    async def scenario() -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+    async def scenario() -> tuple[_clients.AsyncSender, _clients.AsyncSender]:
         first = await _clients.shared_async_client()
         await _clients.aclose_shared_async_client()
         second = await _clients.shared_async_client()
@@ -1021,7 +1093,7 @@ def test_loop_closed_without_shutdown_asyncgens_is_swept() -> None:
         loop.close()  # no shutdown_asyncgens(): the client could not be awaited closed
     assert loop in _clients._clients
 
-    async def other() -> httpx.AsyncClient:
+    async def other() -> _clients.AsyncSender:
         return await _clients.shared_async_client()
 
     other_client = asyncio.run(other())

@@ -23,6 +23,7 @@ from airflow_provider_kling.exceptions import (
     KlingTransportError,
 )
 from airflow_provider_kling.hooks import _clients
+from airflow_provider_kling.hooks._settings import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingTask, KlingVideoRequest, TaskStatus
 from airflow_provider_kling.testing.simulator import result_video
@@ -30,8 +31,6 @@ from airflow_provider_kling.testing.simulator import result_video
 from ._support import Sleeps, make_hook, set_connection
 
 if TYPE_CHECKING:
-    import httpx
-
     from airflow_provider_kling.testing import KlingSimulator
 
 BODY: dict[str, Any] = {
@@ -375,8 +374,7 @@ async def test_concurrent_polls_are_bounded_by_the_pool(sim: KlingSimulator, hoo
     already_open = sim.stats()["connections"]["open"]  # this test's submit, earlier tests' closing ones
     tasks = await asyncio.gather(*(h.aget_task(task_id) for h in hooks))
     assert {task.task_id for task in tasks} == {task_id}
-    limit = _clients.ASYNC_LIMITS.max_connections
-    assert limit is not None
+    limit = DEFAULT_MAX_IN_FLIGHT
     assert limit // 2 <= sim.stats()["connections"]["max_open"] - already_open <= limit
 
 
@@ -384,7 +382,7 @@ def test_async_client_closed_with_its_loop_without_warnings(sim: KlingSimulator)
     with KlingHook("kling_default") as sync_hook:
         task_id = sync_hook.submit_task(REQUEST)
 
-    async def poll() -> httpx.AsyncClient:
+    async def poll() -> _clients.AsyncSender:
         await asyncio.gather(*(KlingHook("kling_default").aget_task(task_id) for _ in range(5)))
         return await _clients.shared_async_client()
 
@@ -403,7 +401,7 @@ def test_async_client_closed_with_its_loop_without_warnings(sim: KlingSimulator)
 def test_loops_in_two_threads_never_share_a_client(sim: KlingSimulator) -> None:
     with KlingHook("kling_default") as sync_hook:
         task_id = sync_hook.submit_task(REQUEST)
-    seen: dict[str, tuple[httpx.AsyncClient, httpx.AsyncClient]] = {}
+    seen: dict[str, tuple[_clients.AsyncSender, _clients.AsyncSender]] = {}
     errors: list[BaseException] = []
 
     async def poll(name: str) -> None:

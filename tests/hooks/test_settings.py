@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from airflow_provider_kling.constants import DEFAULT_BASE_URL
 from airflow_provider_kling.exceptions import KlingConnectionConfigError
 from airflow_provider_kling.hooks._settings import (
+    DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     KlingSettings,
@@ -131,11 +132,31 @@ def test_extras(extra: dict[str, Any], timeout: float, max_retries: int) -> None
         pytest.param({"max_retries": 2.5}, "max_retries", id="retries-fraction"),
         pytest.param({"max_retries": "two"}, "max_retries", id="retries-text"),
         pytest.param({"max_retries": False}, "max_retries", id="retries-bool"),
+        pytest.param({"max_in_flight": 0}, "max_in_flight", id="in-flight-zero"),
+        pytest.param({"max_in_flight": 1001}, "max_in_flight", id="in-flight-too-many"),
+        pytest.param({"max_in_flight": 2.5}, "max_in_flight", id="in-flight-fraction"),
+        pytest.param({"max_in_flight": "lots"}, "max_in_flight", id="in-flight-text"),
+        pytest.param({"max_in_flight": True}, "max_in_flight", id="in-flight-bool"),
     ],
 )
 def test_bad_extras_name_the_extra(extra: dict[str, Any], name: str) -> None:
     with pytest.raises(KlingConnectionConfigError, match=f"'kling_x': extra '{name}' must be"):
         settings(extra=extra)
+
+
+@pytest.mark.parametrize(
+    ("extra", "bound"),
+    [
+        pytest.param({}, DEFAULT_MAX_IN_FLIGHT, id="default"),
+        pytest.param({"max_in_flight": None}, DEFAULT_MAX_IN_FLIGHT, id="null-default"),
+        pytest.param({"max_in_flight": ""}, DEFAULT_MAX_IN_FLIGHT, id="empty-default"),
+        pytest.param({"max_in_flight": 1}, 1, id="one"),
+        pytest.param({"max_in_flight": "250"}, 250, id="string"),
+        pytest.param({"max_in_flight": 1000.0}, 1000, id="whole-float-at-the-limit"),
+    ],
+)
+def test_the_bound_on_requests_in_flight_is_an_extra(extra: dict[str, Any], bound: int) -> None:
+    assert settings(extra=extra).max_in_flight == bound
 
 
 def test_bad_extra_holding_the_key_does_not_echo_it() -> None:

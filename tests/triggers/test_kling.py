@@ -13,10 +13,12 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx
 import pytest
 import respx
 from airflow.sdk.module_loading import import_string
+from hooks._support import send_async_through_httpx
 
 from airflow_provider_kling.exceptions import (
     KlingError,
@@ -25,10 +27,15 @@ from airflow_provider_kling.exceptions import (
     KlingTaskTimeoutError,
     KlingTransportError,
 )
-from airflow_provider_kling.hooks._clients import ASYNC_POOL_SIZE
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingTask, TaskStatus
-from airflow_provider_kling.triggers.kling import KlingTaskTrigger, finished_task_from_event
+from airflow_provider_kling.triggers.kling import (
+    MAX_POLL_JITTER_SECONDS,
+    KlingTaskTrigger,
+    finished_task_from_event,
+    first_poll_delay,
+    next_poll_delay,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -52,7 +59,8 @@ def kling_conn(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def api(kling_conn: None) -> Iterator[respx.MockRouter]:
+def api(kling_conn: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
+    send_async_through_httpx(monkeypatch)
     with respx.mock(assert_all_called=False) as router:
         yield router
 
@@ -465,17 +473,25 @@ class BlockingCallCounter:
 async def test_500_triggers_share_one_pool_and_never_block_the_loop(
     kling_simulator: KlingSimulator, kling_connection: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    count, polls_each = 500, 2
+    count, polls_each, bound = 500, 2, 16
     kling_simulator.task_seconds = 3600  # the test finishes the tasks by moving the simulator's clock
     task_ids = submit_tasks(kling_simulator, count)
-    clients: list[httpx.AsyncClient] = []
-    original_init = httpx.AsyncClient.__init__
+    # The connection's bound on requests in flight (extra max_in_flight) is what caps the sockets.
+    conn = {
+        "conn_type": "kling",
+        "host": kling_simulator.base_url,
+        "password": kling_simulator.api_key,
+        "extra": {"max_in_flight": bound},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{kling_connection.upper()}", json.dumps(conn))
+    sessions: list[aiohttp.ClientSession] = []
+    original_init = aiohttp.ClientSession.__init__
 
-    def counting_init(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
-        clients.append(self)
+    def counting_init(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
+        sessions.append(self)
         original_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting_init)
+    monkeypatch.setattr(aiohttp.ClientSession, "__init__", counting_init)
     blocking = BlockingCallCounter(monkeypatch, threading.get_ident())
     watchdog = LoopStallWatchdog(stall_seconds=1.0)
     triggers = [
@@ -499,13 +515,13 @@ async def test_500_triggers_share_one_pool_and_never_block_the_loop(
     assert [len(events) for events in results] == [1] * count
     assert {events[0]["status"] for events in results} == {"success"}
     assert sorted(events[0]["kling_task_id"] for events in results) == sorted(task_ids)
-    assert len(clients) == 1, "every trigger on the loop must share one httpx.AsyncClient"
+    assert len(sessions) == 1, "every trigger on the loop must share one aiohttp.ClientSession"
     stats = kling_simulator.stats()
     status_requests = stats["requests"]["status"]
     connections = stats["connections"]["total"] - connections_before
     assert status_requests >= (polls_each + 1) * count
     # One bounded pool: at most as many connections as status queries in flight, each reused many times.
-    assert connections <= ASYNC_POOL_SIZE
+    assert connections <= bound
     assert connections * 20 <= status_requests
     assert dict(blocking.calls) == {}
     assert watchdog.ticks > 10
@@ -702,3 +718,46 @@ def test_a_success_event_without_urls_raises_not_ready(urls: list[str] | None) -
 
     with pytest.raises(KlingTaskNotReadyError, match="Kling task t succeeded without result URLs"):
         finished_task_from_event(event)
+
+
+# -- polls of triggers created together are spread (issue 11) ----------------------------------------------
+
+
+def test_the_first_poll_comes_at_a_random_point_of_the_first_interval() -> None:
+    delays = [first_poll_delay(10.0) for _ in range(2000)]
+    assert all(0.0 <= delay <= 10.0 for delay in delays)
+    assert min(delays) < 1.0
+    assert max(delays) > 9.0
+
+
+@pytest.mark.parametrize(("interval", "shift"), [(0.2, 0.02), (1.0, 0.1), (10.0, 0.5), (3600.0, 0.5)])
+def test_later_polls_shift_by_at_most_a_tenth_of_the_interval_or_half_a_second(
+    interval: float, shift: float
+) -> None:
+    delays = [next_poll_delay(interval) for _ in range(2000)]
+    assert all(interval - shift <= delay <= interval + shift for delay in delays)
+    assert len(set(delays)) > 1000  # random, not one fixed offset
+    assert MAX_POLL_JITTER_SECONDS == 0.5
+
+
+async def test_triggers_created_together_do_not_poll_in_lockstep(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first_queries: dict[str, float] = {}
+
+    def answer(task_id: str, timeout: float | None) -> KlingTask:
+        first_queries.setdefault(task_id, loop.time() - started)
+        return task(task_id, "Success", urls=[SUCCESS_URL])
+
+    use_hook(monkeypatch, FakeHook(answer))
+    triggers = [
+        KlingTaskTrigger(kling_task_id=f"task-{n}", poll_interval=0.5, timeout=30) for n in range(200)
+    ]
+
+    results = await asyncio.gather(*(events_of(trigger) for trigger in triggers))
+
+    assert [events[0]["status"] for events in results] == ["success"] * 200
+    buckets = Counter(min(int(seconds / 0.1), 4) for seconds in first_queries.values())
+    # Uniform over the first 0.5 s: about 40 per tenth of a second; in lockstep all 200 would share one.
+    assert len(buckets) == 5
+    assert max(buckets.values()) < 100
