@@ -1,573 +1,103 @@
 """
 A real Airflow on 127.0.0.1, started, driven and stopped from Python: the harness of the demo and e2e tests.
 
-:class:`AirflowStack` runs the four Airflow 3 components one by one (``scheduler``, ``dag-processor``,
-``triggerer``, ``api-server``), each its own process group, against an ``AIRFLOW_HOME`` it owns (a SQLite
-metadata database, the ``LocalExecutor`` with a capped ``[core] parallelism``, ``example_dags/`` as the DAGs
-folder). Everything is configured by environment variables (``AIRFLOW__SECTION__KEY``, connections as
+:class:`AirflowStack` runs the Airflow 3 components one by one, each its own process group, against an
+``AIRFLOW_HOME`` it owns, with ``example_dags/`` as the DAGs folder. Two topologies:
+
+* the default, for a newcomer's machine: ``scheduler``, ``dag-processor``, ``triggerer``, ``api-server``
+  on a SQLite metadata database in the home, the ``LocalExecutor`` with a capped ``[core] parallelism``;
+* :class:`DistributedTopology` (``StackSettings(topology=...)``), as data-platform teams run Airflow: a
+  fresh PostgreSQL database of its own (created and dropped here, :class:`stack_services.PostgresDatabase`),
+  the ``CeleryExecutor`` with a Redis broker the harness starts itself (:class:`stack_services.RedisBroker`,
+  on a free port, no persistence) and Celery's result backend in the same database, several Celery workers
+  (separate processes) and several triggerers, besides the scheduler, DAG processor and API server.
+
+Everything is configured by environment variables (``AIRFLOW__SECTION__KEY``, connections as
 ``AIRFLOW_CONN_<ID>`` JSON, variables as ``AIRFLOW_VAR_<NAME>``): nothing is written to ``airflow.cfg``.
-Only the API server listens, on a free port of 127.0.0.1; the scheduler and triggerer log servers (which
-bind every interface) are not started, because the API server reads the local log files directly.
+Only the API server (and the broker) listen, on free ports of 127.0.0.1; the log servers of the scheduler,
+triggerers and workers (which bind every interface) are not started, because the API server reads the local
+log files directly.
 
 Every wait is bounded. :meth:`AirflowStack.stop` stops what it started, also on ``Ctrl-C`` or ``SIGTERM``
 (see :func:`handle_termination`): ``SIGTERM`` to every process group, then ``SIGKILL`` to what is left
-(including task processes that moved to their own process group). Children get ``PR_SET_PDEATHSIG`` so
-they also go when the harness process is killed outright.
+(including task processes that moved to their own process group), then the broker, then drops the database.
+Children get ``PR_SET_PDEATHSIG`` so they also go when the harness process is killed outright.
+
+The pieces live in modules of one idea each, re-exported here: :mod:`stack_processes` (child processes),
+:mod:`airflow_api` (the REST client), :mod:`stack_services` (PostgreSQL and Redis).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_DAGS_FOLDER = REPO_ROOT / "example_dags"
-HOST = "127.0.0.1"
-
-#: The components started, in order; the scheduler and triggerer without their all-interfaces log server.
-COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("scheduler", ("scheduler", "--skip-serve-logs")),
-    ("dag-processor", ("dag-processor",)),
-    ("triggerer", ("triggerer", "--skip-serve-logs")),
-    ("api-server", ("api-server",)),
+from airflow_api import REPORTED_STATES, TERMINAL_RUN_STATES, AirflowApi, RunOutcome
+from stack_processes import (
+    HOST,
+    LOG_TAIL_BYTES,
+    Echo,
+    HarnessError,
+    ManagedProcess,
+    free_port,
+    handle_termination,
+    shielded_from_interrupts,
+    stop_processes,
 )
+from stack_services import PostgresDatabase, RedisBroker
+from stack_topology import (
+    COMPONENTS,
+    EXAMPLE_DAGS_FOLDER,
+    REPO_ROOT,
+    DistributedTopology,
+    StackSettings,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "COMPONENTS",
+    "EXAMPLE_DAGS_FOLDER",
+    "HEALTH_COMPONENTS",
+    "HOST",
+    "REPO_ROOT",
+    "TERMINAL_RUN_STATES",
+    "AirflowApi",
+    "AirflowStack",
+    "DistributedTopology",
+    "Echo",
+    "HarnessError",
+    "ManagedProcess",
+    "PostgresDatabase",
+    "RedisBroker",
+    "RunOutcome",
+    "StackSettings",
+    "free_port",
+    "handle_termination",
+    "stop_processes",
+]
+
 #: Health entries of ``/api/v2/monitor/health`` that must be ``healthy``.
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-#: Task states worth a progress line (queued/scheduled/none are noise on a console).
-_REPORTED_STATES = {
-    "running": "running",
-    "deferred": "deferred: waiting in the triggerer, no worker slot held",
-    "up_for_retry": "up for retry",
-    "up_for_reschedule": "up for reschedule",
-    "success": "success",
-    "failed": "failed",
-    "skipped": "skipped",
-    "upstream_failed": "upstream failed",
-}
-TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 _INHERITED_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")
-_PR_SET_PDEATHSIG = 1
-_LOG_TAIL_BYTES = 6000
-
-Echo = Callable[[str], None]
-
-
-class HarnessError(RuntimeError):
-    """The harness could not start Airflow, reach it, or see a run finish in time."""
-
-
-def free_port() -> int:
-    """Return a TCP port of 127.0.0.1 that is free right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Ask Linux to send the child ``SIGTERM`` when the process that started it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
-    if not path.exists():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, handle.tell() - limit))
-        return handle.read().decode("utf-8", errors="replace")
-
-
-class ManagedProcess:
-    """
-    One long-running child process in its own session and process group, its output in a log file.
-
-    :param name: a short name for messages.
-    :param argv: the command line.
-    :param env: the complete environment of the child.
-    :param log_path: the file that receives stdout and stderr.
-    :param cwd: the working directory.
-    """
-
-    def __init__(
-        self, name: str, argv: list[str], *, env: Mapping[str, str], log_path: Path, cwd: Path
-    ) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = dict(env)
-        self.log_path = log_path
-        self.cwd = cwd
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"ManagedProcess({self.name!r}, pid={self.pid})"
-
-    @property
-    def pid(self) -> int | None:
-        """The child's pid (also its process group id), once started."""
-        return self.popen.pid if self.popen is not None else None
-
-    @property
-    def alive(self) -> bool:
-        """Whether the child is running."""
-        return self.popen is not None and self.popen.poll() is None
-
-    def start(self) -> None:
-        """Start the child in a new session (its own process group)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-
-    def tree(self) -> list[psutil.Process]:
-        """Return the child and every live descendant (task processes may sit in other process groups)."""
-        if self.popen is None:
-            return []
-        try:
-            root = psutil.Process(self.popen.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def signal_group(self, signum: int) -> None:
-        """Send ``signum`` to the child's process group (no error if it is gone)."""
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, signum)
-
-    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
-        """Return the end of the child's log.
-
-        :param limit: how many bytes at most.
-        """
-        return _tail(self.log_path, limit)
-
-
-def stop_processes(processes: list[ManagedProcess], *, grace_seconds: float = 20.0) -> list[int]:
-    """
-    Stop processes and all their descendants: ``SIGTERM``, then ``SIGKILL`` to what outlives the grace.
-
-    ``SIGTERM`` goes to each process group, and to every descendant that moved to a group of its own (as
-    Airflow's task processes do); after ``grace_seconds`` the groups and every survivor get ``SIGKILL``.
-
-    :param processes: the processes to stop.
-    :param grace_seconds: how long to wait after ``SIGTERM`` before killing.
-    :return: the pids that outlived the grace period and were killed with ``SIGKILL``.
-    """
-    groups = {process.pid for process in processes if process.pid is not None}
-    known: dict[int, psutil.Process] = {}
-    terminated: set[int] = set()
-
-    def look() -> None:
-        for process in processes:
-            known.update({proc.pid: proc for proc in process.tree()})
-            if process.popen is not None:
-                process.popen.poll()  # reap the direct child
-        for pid, proc in known.items():
-            if pid not in terminated and pid not in groups and _pgid(proc) not in groups:
-                terminated.add(pid)
-                with contextlib.suppress(psutil.Error):
-                    proc.terminate()
-
-    look()
-    for process in processes:
-        process.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    survivors = list(known.values())
-    while survivors and time.monotonic() < deadline:
-        time.sleep(0.2)
-        look()
-        survivors = [proc for proc in known.values() if _is_running(proc)]
-    for process in processes:
-        process.signal_group(signal.SIGKILL)
-    for proc in survivors:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    for process in processes:
-        if process.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.popen.wait(timeout=10.0)
-    psutil.wait_procs(list(known.values()), timeout=5.0)
-    return [proc.pid for proc in survivors]
-
-
-def _pgid(proc: psutil.Process) -> int | None:
-    try:
-        return os.getpgid(proc.pid)
-    except OSError:
-        return None
-
-
-def _is_running(proc: psutil.Process) -> bool:
-    try:
-        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-class _Terminated(KeyboardInterrupt):
-    """``SIGTERM`` or ``SIGHUP`` arrived: unwind like ``Ctrl-C``, so ``finally`` blocks stop everything."""
-
-
-@contextlib.contextmanager
-def handle_termination() -> Iterator[None]:
-    """
-    Turn ``SIGTERM`` and ``SIGHUP`` into :class:`KeyboardInterrupt` in the main thread, for the duration.
-
-    With it, ``kill <pid>`` of the demo unwinds exactly like ``Ctrl-C``: every ``finally`` and context
-    manager stops what it started. ``SIGINT`` gets Python's own handler even where the process inherited
-    it ignored (a job started in the background by a non-interactive shell), so ``kill -INT`` works too.
-    """
-
-    def _raise(signum: int, _frame: object) -> None:
-        raise _Terminated(f"received {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _shielded_from_interrupts(echo: Echo) -> Iterator[None]:
-    """While cleaning up, a second ``Ctrl-C``/``SIGTERM`` must not abort the cleanup half-way."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _note(_signum: int, _frame: object) -> None:
-        echo("Still stopping Airflow, please wait (bounded: at most ~30 s)...")
-
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, _note) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@dataclass
-class RunOutcome:
-    """
-    How a DAG run ended, as the harness observed it.
-
-    :param dag_id: the DAG.
-    :param run_id: the run.
-    :param state: the run's final state (``success`` or ``failed``).
-    :param seconds: seconds from the trigger to the final state.
-    :param states_seen: every state the harness saw for each task instance, keyed ``task_id`` or
-        ``task_id[map_index]``, in the order first seen.
-    """
-
-    dag_id: str
-    run_id: str
-    state: str
-    seconds: float
-    states_seen: dict[str, list[str]] = field(default_factory=dict)
-
-
-class AirflowApi:
-    """
-    A small client of Airflow's public REST API (``/api/v2``) on 127.0.0.1.
-
-    With ``[core] simple_auth_manager_all_admins`` the API server authorises every request itself, so no
-    token is sent.
-
-    :param base_url: the API server's URL, ``http://127.0.0.1:<port>``.
-    :param timeout: the timeout of one request, in seconds.
-    """
-
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=timeout, trust_env=False)
-
-    def close(self) -> None:
-        """Close the HTTP client."""
-        self._client.close()
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._client.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise HarnessError(f"{method} {path} answered {response.status_code}: {response.text[:500]}")
-        return response.json() if response.content else None
-
-    def health(self) -> dict[str, Any]:
-        """Return ``/api/v2/monitor/health``."""
-        result: dict[str, Any] = self._json("GET", "/monitor/health")
-        return result
-
-    def dag(self, dag_id: str) -> dict[str, Any] | None:
-        """Return a DAG's details, or ``None`` while the DAG processor has not parsed it yet.
-
-        :param dag_id: the DAG.
-        """
-        response = self._client.get(f"/dags/{quote(dag_id, safe='')}")
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            raise HarnessError(f"GET dag {dag_id} answered {response.status_code}: {response.text[:500]}")
-        result: dict[str, Any] = response.json()
-        return result
-
-    def set_paused(self, dag_id: str, *, paused: bool) -> None:
-        """Pause or unpause a DAG.
-
-        :param dag_id: the DAG.
-        :param paused: the new state.
-        """
-        self._json("PATCH", f"/dags/{quote(dag_id, safe='')}", json={"is_paused": paused})
-
-    def trigger(
-        self,
-        dag_id: str,
-        *,
-        run_id: str,
-        logical_date: str | None,
-        conf: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Create a manual DAG run.
-
-        :param dag_id: the DAG.
-        :param run_id: the run id to use.
-        :param logical_date: ISO timestamp with a time zone, or ``None`` for a run without one.
-        :param conf: the run's ``conf``.
-        """
-        body = {"dag_run_id": run_id, "logical_date": logical_date, "conf": dict(conf or {})}
-        result: dict[str, Any] = self._json("POST", f"/dags/{quote(dag_id, safe='')}/dagRuns", json=body)
-        return result
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        """Return one DAG run.
-
-        :param dag_id: the DAG.
-        :param run_id: the run.
-        """
-        result: dict[str, Any] = self._json("GET", f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}")
-        return result
-
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """Return the DAG's runs (newest first, at most 100).
-
-        :param dag_id: the DAG.
-        """
-        result = self._json(
-            "GET", f"/dags/{quote(dag_id, safe='')}/dagRuns", params={"limit": 100, "order_by": "-run_after"}
-        )
-        runs: list[dict[str, Any]] = result["dag_runs"]
-        return runs
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """Return the task instances of a run (mapped ones included, at most 1000).
-
-        :param dag_id: the DAG.
-        :param run_id: the run.
-        """
-        result = self._json(
-            "GET",
-            f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}/taskInstances",
-            params={"limit": 1000},
-        )
-        instances: list[dict[str, Any]] = result["task_instances"]
-        return instances
-
-    def task_log(
-        self, dag_id: str, run_id: str, task_id: str, *, try_number: int = 1, map_index: int = -1
-    ) -> str:
-        """Return a task try's whole log as text, one line per event.
-
-        :param dag_id: the DAG.
-        :param run_id: the run.
-        :param task_id: the task.
-        :param try_number: the try.
-        :param map_index: the map index (``-1`` when not mapped).
-        """
-        result = self._json(
-            "GET",
-            f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
-            f"/logs/{try_number}",
-            params={"full_content": "true", "map_index": map_index},
-            headers={"Accept": "application/json"},
-        )
-        return "\n".join(_log_line(entry) for entry in result.get("content", []))
-
-    def task_log_entries(
-        self, dag_id: str, run_id: str, task_id: str, *, try_number: int = 1, map_index: int = -1
-    ) -> list[Any]:
-        """Return a task try's whole log as the API gives it: one object per event, with every field.
-
-        Besides ``event`` and ``level`` that :meth:`task_log` keeps, a failure's ``error_detail`` holds the
-        exception's type, text and frames.
-
-        :param dag_id: the DAG.
-        :param run_id: the run.
-        :param task_id: the task.
-        :param try_number: the try.
-        :param map_index: the map index (``-1`` when not mapped).
-        """
-        result = self._json(
-            "GET",
-            f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
-            f"/logs/{try_number}",
-            params={"full_content": "true", "map_index": map_index},
-            headers={"Accept": "application/json"},
-        )
-        entries: list[Any] = result.get("content", [])
-        return entries
-
-    def xcom(
-        self, dag_id: str, run_id: str, task_id: str, *, key: str = "return_value", map_index: int = -1
-    ) -> Any:
-        """Return a task's XCom value (deserialized).
-
-        :param dag_id: the DAG.
-        :param run_id: the run.
-        :param task_id: the task.
-        :param key: the XCom key.
-        :param map_index: the map index (``-1`` when not mapped).
-        """
-        result = self._json(
-            "GET",
-            f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
-            f"/xcomEntries/{quote(key)}",
-            params={"map_index": map_index, "deserialize": "true", "stringify": "false"},
-        )
-        return result.get("value")
-
-    def xcom_entries(
-        self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1
-    ) -> list[dict[str, Any]]:
-        """Return every XCom entry of a task instance (keys and metadata; no values).
-
-        :param dag_id: the DAG.
-        :param run_id: the run.
-        :param task_id: the task.
-        :param map_index: the map index (``-1`` when not mapped).
-        """
-        result = self._json(
-            "GET",
-            f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id)}/taskInstances/{quote(task_id)}"
-            "/xcomEntries",
-            params={"map_index": map_index, "limit": 100},
-        )
-        entries: list[dict[str, Any]] = result["xcom_entries"]
-        return entries
-
-    def put_pool(self, name: str, *, slots: int, description: str, include_deferred: bool) -> None:
-        """Create or update a pool.
-
-        :param name: the pool.
-        :param slots: its slots.
-        :param description: its description.
-        :param include_deferred: whether deferred tasks hold a slot.
-        """
-        body = {
-            "name": name,
-            "slots": slots,
-            "description": description,
-            "include_deferred": include_deferred,
-        }
-        response = self._client.get(f"/pools/{quote(name, safe='')}")
-        if response.status_code == 404:
-            self._json("POST", "/pools", json=body)
-        else:
-            self._json("PATCH", f"/pools/{quote(name, safe='')}", json=body)
-
-    def asset_events(self, *, limit: int = 100) -> list[dict[str, Any]]:
-        """Return the newest asset events.
-
-        :param limit: at most this many.
-        """
-        result = self._json("GET", "/assets/events", params={"limit": limit, "order_by": "-timestamp"})
-        events: list[dict[str, Any]] = result["asset_events"]
-        return events
-
-    def post_connection(self, connection: Mapping[str, Any]) -> None:
-        """Create a connection in the metadata database (as a user would in the UI).
-
-        :param connection: the REST body (``connection_id``, ``conn_type``, ``host``, ``password``...).
-        """
-        self._json("POST", "/connections", json=dict(connection))
-
-    def delete_connection(self, connection_id: str) -> None:
-        """Delete a connection from the metadata database (no error if it does not exist).
-
-        :param connection_id: the connection.
-        """
-        response = self._client.delete(f"/connections/{quote(connection_id, safe='')}")
-        if response.status_code >= 400 and response.status_code != 404:
-            raise HarnessError(f"DELETE connection {connection_id} answered {response.status_code}")
-
-
-def _log_line(entry: Any) -> str:
-    if not isinstance(entry, dict):
-        return str(entry)
-    text = str(entry.get("event", ""))
-    level = entry.get("level")
-    return f"[{level}] {text}" if level else text
-
-
-@dataclass
-class StackSettings:
-    """
-    What an :class:`AirflowStack` runs with.
-
-    :param home: the ``AIRFLOW_HOME`` (created; its content belongs to the stack).
-    :param dags_folder: the DAGs folder (default: the repository's ``example_dags/``).
-    :param connections: Airflow connections by id, as ``AIRFLOW_CONN_<ID>`` JSON objects.
-    :param variables: Airflow variables, as ``AIRFLOW_VAR_<NAME>``.
-    :param pools: pools created once the API answers: name -> (slots, include_deferred, description).
-    :param parallelism: ``[core] parallelism``: the LocalExecutor keeps this many worker processes.
-    :param api_port: the API server's port on 127.0.0.1 (default: a free one).
-    :param extra_env: more environment variables for every Airflow process.
-    """
-
-    home: Path
-    dags_folder: Path = EXAMPLE_DAGS_FOLDER
-    connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    variables: Mapping[str, str] = field(default_factory=dict)
-    pools: Mapping[str, tuple[int, bool, str]] = field(default_factory=dict)
-    parallelism: int = 4
-    api_port: int | None = None
-    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 class AirflowStack:
     """
-    A real Airflow (scheduler, DAG processor, triggerer, API server) on 127.0.0.1.
+    A real Airflow (scheduler, DAG processor, triggerer(s), API server, Celery workers if any) on 127.0.0.1.
 
     Use it as a context manager::
 
@@ -591,6 +121,95 @@ class AirflowStack:
         }
         self._api: AirflowApi | None = None
         self.startup_seconds: float | None = None
+        topology = settings.topology
+        #: The distributed topology's own database and broker (``None`` in the embedded one).
+        self.database = PostgresDatabase(topology.postgres_server_url) if topology else None
+        self.broker = RedisBroker(self.home / "broker", binary=topology.redis_server) if topology else None
+
+    @property
+    def components(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The components this stack starts: ``(name, airflow CLI arguments)``, in order."""
+        topology = self.settings.topology
+        return topology.components() if topology else COMPONENTS
+
+    @property
+    def description(self) -> str:
+        """One line saying what runs (no secret in it)."""
+        topology = self.settings.topology
+        if topology is None or self.database is None:
+            return f"SQLite, LocalExecutor (parallelism {self.settings.parallelism}), one triggerer"
+        return (
+            f"PostgreSQL (database {self.database.name}), CeleryExecutor with Redis on 127.0.0.1, "
+            f"{topology.celery_workers} workers x {topology.worker_concurrency} slots, "
+            f"{topology.triggerers} triggerers"
+        )
+
+    def process(self, name: str) -> ManagedProcess:
+        """Return the running component called ``name`` (``triggerer-1``, ``celery-worker-2``...).
+
+        :param name: the component.
+        :raises KeyError: when no such component was started.
+        """
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise KeyError(name)
+
+    def kill(self, name: str, *, timeout: float = 15.0) -> list[int]:
+        """
+        ``SIGKILL`` a component and every process it started, each by its own pid; wait until all are gone.
+
+        The dead component stays in :attr:`processes`, where every wait of the harness checks that all
+        components run: :meth:`forget` it to go on without it.
+
+        :param name: the component.
+        :param timeout: seconds to wait for the processes to be gone.
+        :return: the pids killed, the component's first.
+        """
+        victims = self.process(name).tree()
+        for victim in victims:
+            with contextlib.suppress(psutil.Error):
+                victim.send_signal(signal.SIGKILL)
+        _, alive = psutil.wait_procs(victims, timeout=timeout)
+        if alive:
+            raise HarnessError(f"still alive {timeout:g} s after SIGKILL: {alive}")
+        process = self.process(name)
+        if process.popen is not None:
+            process.popen.wait(timeout=timeout)
+        return [victim.pid for victim in victims]
+
+    def restart(self, name: str) -> ManagedProcess:
+        """Start a dead (killed and forgotten) component again, as it was started; its log is appended to.
+
+        :param name: the component.
+        :raises HarnessError: when it still runs.
+        """
+        if any(process.name == name for process in self.processes):
+            raise HarnessError(f"{name} still runs")
+        return self._start_component(name, dict(self.components)[name], self.env())
+
+    def _start_component(self, name: str, args: tuple[str, ...], env: Mapping[str, str]) -> ManagedProcess:
+        process = ManagedProcess(
+            name,
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=env,
+            log_path=self.component_log_dir / f"{name}.log",
+            cwd=self.home,
+        )
+        process.start()
+        self.processes.append(process)
+        return process
+
+    def forget(self, name: str) -> ManagedProcess:
+        """Drop a dead component from :attr:`processes` (so health checks stop expecting it); return it.
+
+        :param name: the component.
+        """
+        process = self.process(name)
+        if process.alive:
+            raise HarnessError(f"{name} still runs: kill it first")
+        self.processes.remove(process)
+        return process
 
     @property
     def home(self) -> Path:
@@ -654,6 +273,8 @@ class AirflowStack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.settings.topology and self.database and self.broker:
+            env.update(self.settings.topology.env(self.database, self.broker))
         for conn_id, connection in self.settings.connections.items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(dict(connection))
         for name, value in self.settings.variables.items():
@@ -684,7 +305,7 @@ class AirflowStack:
                 check=False,
             )
         except subprocess.TimeoutExpired as error:
-            output = (error.stdout or b"")[-_LOG_TAIL_BYTES:]
+            output = (error.stdout or b"")[-LOG_TAIL_BYTES:]
             text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
             raise HarnessError(
                 f"airflow {' '.join(args)} did not finish within {timeout:g} s:\n{text}"
@@ -692,7 +313,7 @@ class AirflowStack:
         if check and result.returncode != 0:
             raise HarnessError(
                 f"airflow {' '.join(args)} exited with {result.returncode}:\n"
-                f"{(result.stdout + result.stderr)[-_LOG_TAIL_BYTES:]}"
+                f"{(result.stdout + result.stderr)[-LOG_TAIL_BYTES:]}"
             )
         return result
 
@@ -705,8 +326,12 @@ class AirflowStack:
         if fresh and self.home.exists():
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.echo(f"Airflow home {self.home}: creating the metadata database (SQLite)")
-        self.run_cli("db", "migrate", timeout=180.0)
+        if self.database is None:
+            self.echo(f"Airflow home {self.home}: creating the metadata database (SQLite)")
+        else:
+            self.database.create()
+            self.echo(f"Airflow home {self.home}: created PostgreSQL database {self.database.name}")
+        self.run_cli("db", "migrate", timeout=300.0)
 
     def start(self, *, timeout: float = 180.0, fresh: bool = True) -> AirflowStack:
         """
@@ -720,23 +345,18 @@ class AirflowStack:
         started = time.monotonic()
         try:
             self.prepare(fresh=fresh)
+            if self.broker is not None:
+                self.broker.start()
+                self.echo(f"Started the Celery broker: redis-server on 127.0.0.1:{self.broker.port}")
             env = self.env()
-            airflow = str(Path(sys.executable).parent / "airflow")
-            for name, args in COMPONENTS:
-                process = ManagedProcess(
-                    name,
-                    [airflow, *args],
-                    env=env,
-                    log_path=self.component_log_dir / f"{name}.log",
-                    cwd=self.home,
-                )
-                process.start()
-                self.processes.append(process)
-            self.echo(
-                "Started the Airflow scheduler, dag-processor, triggerer and api-server "
-                f"(LocalExecutor, parallelism {self.settings.parallelism}); waiting until healthy"
-            )
+            for name, args in self.components:
+                self._start_component(name, args, env)
+            names = ", ".join(name for name, _args in self.components)
+            self.echo(f"Started Airflow's {names} ({self.description}); waiting until healthy")
             self.wait_healthy(timeout=timeout)
+            for name, args in self.components:
+                if args[:2] == ("celery", "worker"):
+                    self.wait_for_component_log(name, r"\bready\.", timeout=timeout)
             for pool, (slots, include_deferred, description) in self.settings.pools.items():
                 self.api.put_pool(
                     pool, slots=slots, description=description, include_deferred=include_deferred
@@ -748,7 +368,8 @@ class AirflowStack:
         self.echo(f"Airflow is healthy after {self.startup_seconds:.0f} s: {self.api_url}")
         return self
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise :class:`HarnessError` (with its log's tail) if a component has exited."""
         for process in self.processes:
             if not process.alive:
                 raise HarnessError(
@@ -766,7 +387,7 @@ class AirflowStack:
         deadline = time.monotonic() + timeout
         last: object = "no answer"
         while True:
-            self._check_alive()
+            self.check_alive()
             try:
                 health = self.api.health()
                 last = health
@@ -788,7 +409,7 @@ class AirflowStack:
         """
         deadline = time.monotonic() + timeout
         while True:
-            self._check_alive()
+            self.check_alive()
             dag = self.api.dag(dag_id)
             if dag is not None:
                 return dag
@@ -852,7 +473,7 @@ class AirflowStack:
         seen: dict[str, list[str]] = {}
         last_states: dict[str, str] = {}
         while True:
-            self._check_alive()
+            self.check_alive()
             for instance in self.api.task_instances(dag_id, run_id):
                 key = instance["task_id"]
                 if instance.get("map_index", -1) >= 0:
@@ -862,8 +483,8 @@ class AirflowStack:
                     seen[key].append(state)
                 if last_states.get(key) != state:
                     last_states[key] = state
-                    if state in _REPORTED_STATES:
-                        self.echo(f"  {key}: {_REPORTED_STATES[state]}")
+                    if state in REPORTED_STATES:
+                        self.echo(f"  {key}: {REPORTED_STATES[state]}")
             run = self.api.dag_run(dag_id, run_id)
             if run["state"] in TERMINAL_RUN_STATES:
                 return RunOutcome(dag_id, run_id, run["state"], time.monotonic() - started, seen)
@@ -895,7 +516,7 @@ class AirflowStack:
         compiled = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while not compiled.search(self.component_log(name)):
-            self._check_alive()
+            self.check_alive()
             if time.monotonic() >= deadline:
                 raise HarnessError(f"No line matching {pattern!r} in the {name} log within {timeout:g} s")
             time.sleep(0.3)
@@ -917,7 +538,7 @@ class AirflowStack:
         deadline = time.monotonic() + timeout
         current: str | None = None
         while True:
-            self._check_alive()
+            self.check_alive()
             for instance in self.api.task_instances(dag_id, run_id):
                 if instance["task_id"] == task_id and instance.get("map_index", -1) == map_index:
                     current = instance.get("state")
@@ -939,15 +560,20 @@ class AirflowStack:
         if self._api is not None:
             self._api.close()
             self._api = None
-        if not self.processes:
-            return
-        with _shielded_from_interrupts(self.echo):
-            killed = stop_processes(self.processes, grace_seconds=grace_seconds)
-        if killed:
-            self.echo(
-                f"Killed {len(killed)} Airflow process(es) that did not stop within {grace_seconds:g} s"
-            )
-        self.processes = []
+        with shielded_from_interrupts(self.echo):
+            if self.processes:
+                killed = stop_processes(self.processes, grace_seconds=grace_seconds)
+                if killed:
+                    self.echo(
+                        f"Killed {len(killed)} Airflow process(es) that did not stop within "
+                        f"{grace_seconds:g} s"
+                    )
+                self.processes = []
+            if self.broker is not None:
+                self.broker.stop()
+            if self.database is not None and self.database.created:
+                self.database.drop()
+                self.echo(f"Dropped PostgreSQL database {self.database.name}")
 
     def __enter__(self) -> AirflowStack:
         return self.start()
