@@ -38,19 +38,22 @@ unit: setup
 
 test: lint typecheck unit
 
-# Triggers (ours vs the http provider's HttpSensorTrigger), import cost, S3 transfer: tables on stdout.
+# Triggers (ours vs the http provider's HttpSensorTrigger), import cost, S3 transfer, the Kling view's list
+# endpoint: tables on stdout.
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_triggers.py $(BENCH_ARGS)
 	$(VENV)/bin/python benchmarks/bench_triggers.py --rows 2000:10:0 2000:10:0.05 2000:10:0.2 \
 		--contenders kling:bound=16 kling:bound=64 kling:bound=100 kling:bound=256
 	$(VENV)/bin/python benchmarks/bench_imports.py --runs 40 --importtime
 	$(VENV)/bin/python benchmarks/bench_s3_transfer.py --sizes 10M 200M --rounds 3
+	$(VENV)/bin/python benchmarks/bench_ui.py --tasks 1000 --rounds 50
 
 # Every benchmark once at a tiny size: proves they still run (no figure is checked). About a minute.
 bench-smoke: setup
 	$(VENV)/bin/python benchmarks/bench_triggers.py --rows 20:0.2:0 20:0.2:0.05 --contenders anchor kling kling:bound=2
 	$(VENV)/bin/python benchmarks/bench_imports.py --runs 2
 	$(VENV)/bin/python benchmarks/bench_s3_transfer.py --sizes 1M --rounds 1
+	$(VENV)/bin/python benchmarks/bench_ui.py --tasks 20 --rounds 3
 
 clean:
 	rm -rf $(BOOTSTRAP) $(VENV) .airflow .demo .pytest_cache .mypy_cache .ruff_cache

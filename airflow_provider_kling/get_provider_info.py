@@ -6,11 +6,21 @@ import copy
 from typing import Any
 
 from airflow_provider_kling import __version__
-from airflow_provider_kling.constants import CONN_TYPE, DEFAULT_BASE_URL, HOOK_NAME
+from airflow_provider_kling.constants import (
+    CONN_TYPE,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    HOOK_NAME,
+    MAX_IN_FLIGHT_LIMIT,
+    MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT,
+)
 
 INTEGRATION_NAME = "Kling V3 Omni (ModelVerse)"
 
-#: The connection form's field behaviour, shared by this manifest and ``KlingHook.get_ui_field_behaviour``.
+#: The connection form's field behaviour (declared here only: Airflow 3.2 deprecated the hook method).
 CONNECTION_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "login", "port"],
     "relabeling": {"host": "Base URL", "password": "API key"},
@@ -74,6 +84,9 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_provider_kling.links.kling.KlingVideoLink",
             "airflow_provider_kling.links.kling.KlingTaskStatusLink",
         ],
+        "plugins": [
+            {"name": "kling_view", "plugin-class": "airflow_provider_kling.plugins.kling.KlingViewPlugin"},
+        ],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
@@ -83,16 +96,28 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "timeout": {
                         "label": "Request timeout (s)",
-                        "description": "Timeout of one HTTP request to the API, in seconds (default 30).",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 600},
+                        "description": (
+                            "Timeout of one HTTP request to the API, in seconds "
+                            f"(default {DEFAULT_TIMEOUT:g})."
+                        ),
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT},
                     },
                     "max_retries": {
                         "label": "Max retries",
                         "description": (
-                            "How many times a failed request is retried (default 5). A submit is only "
-                            "retried where the API provably created no task."
+                            f"How many times a failed request is retried (default {DEFAULT_MAX_RETRIES}). A "
+                            "submit is only retried where the API provably created no task."
                         ),
-                        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_RETRIES_LIMIT},
+                    },
+                    "max_in_flight": {
+                        "label": "Max requests in flight (triggerer)",
+                        "description": (
+                            "Status queries of this connection in flight at once in one triggerer "
+                            f"(default {DEFAULT_MAX_IN_FLIGHT}): each is an open socket. Size it to queries "
+                            "per second x API latency: 10,000 waits polling every 30 s at 200 ms need 67."
+                        ),
+                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_IN_FLIGHT_LIMIT},
                     },
                 },
             }

@@ -9,6 +9,10 @@ provider's modules), the order inside each pair drawn at random, and the figure 
 differences (with its quartiles). A contender is ``kling`` (this checkout) or ``kling@/path`` (another
 checkout, e.g. the last commit unpacked with ``git archive``), for before/after figures in one run.
 
+Each pair also runs a third process that builds one DAG using the three (a submit operator with a static
+request, which is validated at parse time and so builds the request models; a sensor; a transfer): what a
+DAG file pays in all, not only for its imports.
+
 ``--importtime`` adds, for the first contender, the modules ``-X importtime`` attributes the extra time to.
 
 Run as a plain script (not a test)::
@@ -35,6 +39,21 @@ PROVIDER = (
     "airflow_provider_kling.sensors.kling, airflow_provider_kling.transfers.kling_to_s3"
 )
 
+PARSE = (
+    f"{PROVIDER}; from airflow.sdk import DAG; "
+    "from airflow_provider_kling.operators.kling import KlingSubmitVideoOperator; "
+    "from airflow_provider_kling.sensors.kling import KlingTaskSensor; "
+    "from airflow_provider_kling.transfers.kling_to_s3 import KlingToS3Operator\n"
+    "with DAG('bench_parse', schedule=None):\n"
+    "    KlingSubmitVideoOperator(task_id='submit', prompt='A fox', aspect_ratio='16:9', duration=5)\n"
+    "    KlingTaskSensor(task_id='wait', kling_task_id='task-1')\n"
+    "    KlingToS3Operator(task_id='copy', kling_task_id='task-1', s3_bucket='videos')"
+)
+
+#: The working directory of every measured process: ``python -c`` puts it first on ``sys.path``, so run
+#: from this checkout it would shadow the ``PYTHONPATH`` of a ``kling@/path`` contender.
+NEUTRAL_DIR = "/"
+
 
 def _env(path: str | None) -> dict[str, str]:
     env = dict(os.environ)
@@ -56,7 +75,7 @@ def timed(code: str, path: str | None) -> float:
     CPU time, not wall time: on a shared machine the wall time of a 3 s process swings by hundreds of
     milliseconds with the other load, its CPU time by a few.
     """
-    process = subprocess.Popen([sys.executable, "-c", code], env=_env(path))
+    process = subprocess.Popen([sys.executable, "-c", code], env=_env(path), cwd=NEUTRAL_DIR)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
@@ -69,13 +88,14 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return low, mid, high
 
 
-def importtime_extra(path: str | None, top: int) -> list[tuple[float, str]]:
+def importtime_extra(path: str | None, top: int | None = None) -> list[tuple[float, str]]:
     """The modules the provider import adds, by their own time (``-X importtime``, ms), largest first."""
 
     def modules(code: str) -> dict[str, int]:
         done = subprocess.run(
             [sys.executable, "-X", "importtime", "-c", code],
             env=_env(path),
+            cwd=NEUTRAL_DIR,
             capture_output=True,
             text=True,
             check=True,
@@ -92,39 +112,64 @@ def importtime_extra(path: str | None, top: int) -> list[tuple[float, str]]:
     return sorted(extra, reverse=True)[:top]
 
 
+def importtime_totals(contenders: list[tuple[str, str | None]], runs: int) -> dict[str, list[float]]:
+    """
+    Per contender, the summed own time (ms) of every module the provider adds, one figure per run.
+
+    ``-X importtime`` times each module inside one process, so the other load of a shared machine blurs it
+    less than a whole process's time; the contenders' runs are interleaved.
+    """
+    totals: dict[str, list[float]] = {label: [] for label, _ in contenders}
+    for _ in range(runs):
+        for label, path in random.sample(contenders, len(contenders)):
+            totals[label].append(sum(own for own, _ in importtime_extra(path)))
+    return totals
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40, help="pairs per contender")
     parser.add_argument("--contenders", nargs="+", default=["kling"])
     parser.add_argument("--importtime", action="store_true")
+    parser.add_argument("--importtime-runs", type=int, default=9, help="runs per contender of -X importtime")
     args = parser.parse_args()
     contenders = [_contender(spec) for spec in args.contenders]
     for _, path in contenders:  # warm the page cache and the .pyc files of every tree
-        timed(PROVIDER, path)
+        timed(PARSE, path)
     timed(BASELINE, None)
 
-    results: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label, _ in contenders}
+    results: dict[str, tuple[list[float], list[float], list[float]]] = {
+        label: ([], [], []) for label, _ in contenders
+    }
     for _ in range(args.runs):
         for label, path in random.sample(contenders, len(contenders)):
-            pair = [("baseline", BASELINE), ("provider", PROVIDER)]
-            random.shuffle(pair)
-            times = {kind: timed(code, path if kind == "provider" else None) for kind, code in pair}
-            results[label][0].append(times["baseline"])
-            results[label][1].append(times["provider"])
+            group = [("baseline", BASELINE), ("provider", PROVIDER), ("dag", PARSE)]
+            random.shuffle(group)
+            times = {kind: timed(code, None if kind == "baseline" else path) for kind, code in group}
+            for column, kind in zip(results[label], ("baseline", "provider", "dag"), strict=True):
+                column.append(times[kind])
 
     print(
         "| contender | pairs | airflow.sdk alone (CPU ms, median) | + provider (CPU ms, median) "
-        "| extra (CPU ms, median of pairs) | extra, quartiles (ms) |"
+        "| extra (CPU ms, median of pairs) | extra, quartiles (ms) "
+        "| one DAG built: extra (median, quartiles) |"
     )
-    print("|---|---:|---:|---:|---:|---|")
-    for label, (base, provider) in results.items():
+    print("|---|---:|---:|---:|---:|---|---|")
+    for label, (base, provider, dag) in results.items():
         extra = [p - b for b, p in zip(base, provider, strict=True)]
         low, mid, high = quartiles(extra)
+        dag_low, dag_mid, dag_high = quartiles([d - b for b, d in zip(base, dag, strict=True)])
         print(
             f"| {label} | {len(extra)} | {statistics.median(base):.0f} | {statistics.median(provider):.0f} | "
-            f"{mid:.0f} | {low:.0f} to {high:.0f} |"
+            f"{mid:.0f} | {low:.0f} to {high:.0f} | {dag_mid:.0f} ({dag_low:.0f} to {dag_high:.0f}) |"
         )
     if args.importtime:
+        print("\n`-X importtime`: own time of the modules the provider adds, summed (ms)\n")
+        print("| contender | runs | modules | median | quartiles |\n|---|---:|---:|---:|---|")
+        for label, totals in importtime_totals(contenders, args.importtime_runs).items():
+            low, mid, high = quartiles(totals)
+            count = len(importtime_extra(dict(contenders)[label]))
+            print(f"| {label} | {len(totals)} | {count} | {mid:.1f} | {low:.1f} to {high:.1f} |")
         label, path = contenders[0]
         print(f"\n`-X importtime`, {label}: the modules the provider adds, by their own time (one run)\n")
         print("| ms | module |\n|---:|---|")

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_kling import __version__
 from airflow_provider_kling.get_provider_info import get_provider_info
+from airflow_provider_kling.hooks._settings import check_max_in_flight, check_max_retries, check_timeout
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
 
@@ -77,7 +78,30 @@ def test_connection_type_matches_hook():
     behaviour = conn_type["ui-field-behaviour"]
     assert "password" not in behaviour["hidden-fields"]
     assert "host" not in behaviour["hidden-fields"]
-    assert set(conn_type["conn-fields"]) == {"timeout", "max_retries"}
+    assert set(conn_type["conn-fields"]) == {"timeout", "max_retries", "max_in_flight"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "check"),
+    [("timeout", check_timeout), ("max_retries", check_max_retries), ("max_in_flight", check_max_in_flight)],
+)
+def test_the_connection_form_offers_exactly_what_the_hook_accepts(extra, check):
+    """The form's bounds are the hook's: its maximum passes, one more is refused; the same at the bottom."""
+    (conn_type,) = get_provider_info()["connection-types"]
+    schema = conn_type["conn-fields"][extra]["schema"]
+    top = schema["maximum"]
+    assert check(top, extra) == top
+    with pytest.raises(ValueError, match=extra):
+        check(top + 1, extra)
+    if "minimum" in schema:
+        assert check(schema["minimum"], extra) == schema["minimum"]
+        with pytest.raises(ValueError, match=extra):
+            check(schema["minimum"] - 1, extra)
+    else:
+        assert schema["exclusiveMinimum"] == 0
+        assert check(0.1, extra) == 0.1
+        with pytest.raises(ValueError, match=extra):
+            check(schema["exclusiveMinimum"], extra)
 
 
 def _airflow_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import httpx
 
+from airflow_provider_kling.constants import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT
 from airflow_provider_kling.hooks._errors import Answer, AnswerReader, SendError
-from airflow_provider_kling.hooks._settings import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, USER_AGENT
+from airflow_provider_kling.hooks._settings import USER_AGENT
 
 if TYPE_CHECKING:
     import ssl
@@ -215,15 +216,6 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = we
 _lock = threading.Lock()
 
 
-async def shared_async_client() -> AsyncSender:
-    """
-    Return the running loop's shared async sender, creating it on first use.
-
-    Costs a dictionary lookup once the sender exists.
-    """
-    return (await _loop_client()).sender
-
-
 async def shared_async_pool(
     conn_id: str = "", max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 ) -> tuple[AsyncSender, asyncio.Semaphore]:
@@ -260,16 +252,6 @@ async def _loop_client() -> _LoopClient:
     await entry.closer.__anext__()
     log.debug("Created the shared Kling async session of event loop %#x", id(loop))
     return entry
-
-
-async def aclose_shared_async_client() -> None:
-    """Close the running loop's shared session now, if it has one (the next call creates a new one)."""
-    loop = asyncio.get_running_loop()
-    with _lock:
-        entry = _clients.pop(loop, None)
-    if entry is not None:
-        entry.closed = True
-        await entry.closer.aclose()
 
 
 async def _close_with_loop(

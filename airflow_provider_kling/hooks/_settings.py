@@ -15,29 +15,21 @@ from urllib.parse import unquote
 import httpx
 
 from airflow_provider_kling import __version__
-from airflow_provider_kling.constants import DEFAULT_BASE_URL
+from airflow_provider_kling.constants import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    MAX_IN_FLIGHT_LIMIT,
+    MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT,
+)
 from airflow_provider_kling.exceptions import KlingConnectionConfigError
 from airflow_provider_kling.hooks._redact import redact, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-#: Timeout of one HTTP request to the API, in seconds, when the connection does not set one.
-DEFAULT_TIMEOUT: Final = 30.0
-#: Largest accepted timeout, in seconds (the connection form's maximum).
-MAX_TIMEOUT: Final = 600.0
-#: Retries of a failed request when the connection does not set ``max_retries``.
-DEFAULT_MAX_RETRIES: Final = 5
-#: Largest accepted ``max_retries`` (the connection form's maximum).
-MAX_RETRIES_LIMIT: Final = 20
-#: Async requests of one connection in flight at once on one event loop (one triggerer), when the
-#: connection's ``max_in_flight`` extra does not say. Sized for latency (Little's law: in flight = queries
-#: per second x latency): 10,000 triggers polling every 30 s at 200 ms API latency need ~67, 2,000 every
-#: 10 s ~40; aiohttp's connector holds this many kept-alive connections at O(1) per request (its own
-#: default limit is 100). Measured at 0, 50 and 200 ms in ``benchmarks/RESULTS.md``.
-DEFAULT_MAX_IN_FLIGHT: Final = 100
-#: Largest accepted ``max_in_flight``: every request in flight is an open socket of the triggerer.
-MAX_IN_FLIGHT_LIMIT: Final = 1000
 #: ``User-Agent`` of every request.
 USER_AGENT: Final = f"airflow-provider-kling/{__version__}"
 

@@ -9,7 +9,6 @@ client sharing live in the private modules beside this one, each a set of pure f
 from __future__ import annotations
 
 import asyncio
-import copy
 import math
 import time
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Self, TypeVar
@@ -37,17 +36,8 @@ from airflow_provider_kling.exceptions import (
     KlingTaskTimeoutError,
     KlingTransportError,
 )
-from airflow_provider_kling.get_provider_info import CONNECTION_UI_FIELD_BEHAVIOUR
 from airflow_provider_kling.hooks._clients import AsyncSender, new_sync_client, shared_async_pool
-from airflow_provider_kling.hooks._download import (
-    DEFAULT_DOWNLOAD_RETRY_DELAY,
-    DEFAULT_DOWNLOAD_TIMEOUT,
-    DEFAULT_MAX_DOWNLOAD_ATTEMPTS,
-    DEFAULT_MAX_RESULT_BYTES,
-    DownloadLimits,
-    KlingResultStream,
-    checked_result_url,
-)
+from airflow_provider_kling.hooks._download import KlingResultStream, checked_result_url
 from airflow_provider_kling.hooks._errors import (
     GARBLED_ANSWER_ERRORS,
     Answer,
@@ -61,6 +51,13 @@ from airflow_provider_kling.hooks._errors import (
     late_answer_error,
     malformed_response_error,
     transport_error,
+)
+from airflow_provider_kling.hooks._limits import (
+    DEFAULT_DOWNLOAD_RETRY_DELAY,
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_DOWNLOAD_ATTEMPTS,
+    DEFAULT_MAX_RESULT_BYTES,
+    DownloadLimits,
 )
 from airflow_provider_kling.hooks._redact import secret_forms
 from airflow_provider_kling.hooks._retry import Decision, RetryPolicy, decide
@@ -178,11 +175,6 @@ class KlingHook(BaseHook):
         self.monotonic: Callable[[], float] = time.monotonic
         self._settings: KlingSettings | None = None
         self._client: httpx.Client | None = None
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return the connection form's field behaviour: the same as the provider manifest."""
-        return copy.deepcopy(CONNECTION_UI_FIELD_BEHAVIOUR)
 
     # -- connection -------------------------------------------------------------------------------------
 

@@ -34,15 +34,7 @@ from airflow_provider_kling.exceptions import (
     KlingTaskCreationError,
     KlingTaskFailedError,
 )
-from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
-from airflow_provider_kling.models import (
-    MAX_EXTERNAL_TASK_ID_LENGTH,
-    KlingTask,
-    KlingVideoRequest,
-    TaskStatus,
-)
-from airflow_provider_kling.triggers.kling import defer_to_trigger, finished_task_from_event
 from airflow_provider_kling.waiting import (
     check_poll_interval,
     check_wait_timeout,
@@ -57,6 +49,14 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.execution_time.context import TaskStateStoreAccessor
     from airflow.sdk.types import Logger
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import KlingTask, KlingVideoRequest
+
+# The hook, the models and the trigger are imported where they are used, not here: every DAG file that
+# uses this operator imports this module at every parse, and they are most of the provider's import cost
+# (benchmarks/bench_imports.py). A DAG whose request is static still builds the models when it validates
+# that request at parse time, which is the point of validating it there.
 
 #: The request fields an operator takes as keyword arguments (the names of ``KlingVideoRequest.build``).
 REQUEST_FIELDS: Final = (
@@ -98,6 +98,8 @@ def default_external_task_id(
     :param map_index: the map index (``-1`` or ``None`` for an unmapped task).
     :param try_number: the try number.
     """
+    from airflow_provider_kling.models import MAX_EXTERNAL_TASK_ID_LENGTH
+
     mapped = f"-m{map_index}" if map_index is not None and map_index >= 0 else ""
     readable = _EXTERNAL_ID_UNSAFE.sub("_", f"{dag_id}-{run_id}-{task_id}{mapped}-t{try_number}")
     if len(readable) <= MAX_EXTERNAL_TASK_ID_LENGTH:
@@ -435,6 +437,8 @@ class KlingSubmitVideoOperator(BaseOperator):
     @cached_property
     def hook(self) -> KlingHook:
         """The hook of ``kling_conn_id``."""
+        from airflow_provider_kling.hooks.kling import KlingHook
+
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def build_request(self) -> KlingVideoRequest | ValidationError:
@@ -446,6 +450,8 @@ class KlingSubmitVideoOperator(BaseOperator):
 
         :raises ValueError: ``request`` is neither a mapping nor the text of a JSON object.
         """
+        from airflow_provider_kling.models import KlingVideoRequest
+
         try:
             if self.request is not None:
                 request = KlingVideoRequest.model_validate(self._request_mapping())
@@ -479,7 +485,7 @@ class KlingSubmitVideoOperator(BaseOperator):
     def _validate_request(
         self, request: KlingVideoRequest | ValidationError, *, at_parse_time: bool = False
     ) -> KlingVideoRequest:
-        if isinstance(request, KlingVideoRequest):
+        if not isinstance(request, ValidationError):
             return request
         message = f"Task {self.task_id!r}: invalid Kling request: {describe_validation_error(request)}"
         if at_parse_time:
@@ -489,6 +495,9 @@ class KlingSubmitVideoOperator(BaseOperator):
 
     def execute(self, context: Context) -> str | dict[str, Any]:
         """Reattach to the task an earlier try paid for, or submit one; then wait for it if asked to."""
+        from airflow_provider_kling import records
+        from airflow_provider_kling.models import TaskStatus
+
         started = time.monotonic()
         try:
             built = self.build_request()
@@ -499,12 +508,23 @@ class KlingSubmitVideoOperator(BaseOperator):
         ledger = KlingTaskLedger.open(context, self.log)
         with self.hook:  # closes the hook's HTTP client however this ends (a deferral included)
             earlier = self._earlier_task(ledger, context, digest)
+            body, conn_id = request.to_api_body(), self.kling_conn_id  # the record of the Kling view
             if earlier is not None and earlier.status == TaskStatus.SUCCESS:
+                records.keep_submitted(
+                    context,
+                    body=body,
+                    kling_task_id=earlier.task_id,
+                    kling_conn_id=conn_id,
+                    result=earlier.as_result(),
+                )
                 return self._succeed(ledger, earlier)
             if earlier is not None and not earlier.status.is_terminal:
-                self.kling_task_id = earlier.task_id
+                self.kling_task_id, status = earlier.task_id, earlier.status.value
             else:
-                self.kling_task_id = self._submit(request, ledger, digest)
+                self.kling_task_id, status = self._submit(request, ledger, digest), "Pending"
+            records.keep_submitted(
+                context, body=body, kling_task_id=self.kling_task_id, kling_conn_id=conn_id, status=status
+            )
             if not self.wait_for_completion:
                 ledger.forget()
                 return self.kling_task_id
@@ -516,6 +536,7 @@ class KlingSubmitVideoOperator(BaseOperator):
             task = self.hook.wait_for_task(
                 self.kling_task_id, poll_interval=self.poll_interval, timeout=wait_timeout
             )
+            records.record_finished_task(context, task.as_result(), kling_conn_id=conn_id)
             return self._succeed(ledger, task)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -525,7 +546,11 @@ class KlingSubmitVideoOperator(BaseOperator):
         :param context: the task's context.
         :param event: the trigger's event payload.
         """
+        from airflow_provider_kling.records import record_finished_task
+        from airflow_provider_kling.triggers.kling import finished_task_from_event
+
         self.kling_task_id = event.get("kling_task_id")
+        record_finished_task(context, event, kling_conn_id=self.kling_conn_id)
         result = finished_task_from_event(event)
         ledger = KlingTaskLedger.open(context, self.log)
         ledger.forget()
@@ -551,6 +576,8 @@ class KlingSubmitVideoOperator(BaseOperator):
 
     def _earlier_task(self, ledger: KlingTaskLedger, context: Context, digest: str) -> KlingTask | None:
         """Return the task an earlier try submitted (reattach to it), or ``None`` when a submit is due."""
+        from airflow_provider_kling.models import TaskStatus
+
         recalled = ledger.recall()
         if recalled is None:
             return None
@@ -612,6 +639,8 @@ class KlingSubmitVideoOperator(BaseOperator):
         return kling_task_id
 
     def _defer(self, kling_task_id: str, timeout: float) -> None:
+        from airflow_provider_kling.triggers.kling import defer_to_trigger
+
         defer_to_trigger(
             self,
             kling_task_id=kling_task_id,
@@ -621,6 +650,8 @@ class KlingSubmitVideoOperator(BaseOperator):
         )
 
     def _succeed(self, ledger: KlingTaskLedger, task: KlingTask) -> str | dict[str, Any]:
+        from airflow_provider_kling.models import TaskStatus
+
         if task.status == TaskStatus.FAILURE:
             raise KlingTaskFailedError(task.task_id, task.error_message)
         self.kling_task_id = task.task_id

@@ -18,10 +18,7 @@ from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL, DEFAULT_WAIT_TIMEOUT
 from airflow_provider_kling.exceptions import KlingError, KlingTaskFailedError, KlingTaskTimeoutError
-from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
-from airflow_provider_kling.models import TaskStatus, check_kling_task_id
-from airflow_provider_kling.triggers.kling import defer_to_trigger, finished_task_from_event
 from airflow_provider_kling.waiting import (
     check_poll_interval,
     check_wait_timeout,
@@ -35,6 +32,12 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from airflow.sdk import Context
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import TaskStatus
+
+# The hook, the models and the trigger are imported where they are used: every DAG file that uses this
+# sensor imports this module at every parse (see benchmarks/bench_imports.py).
 
 
 class KlingTaskSensor(BaseSensorOperator):
@@ -104,6 +107,8 @@ class KlingTaskSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> KlingHook:
         """The hook of ``kling_conn_id``."""
+        from airflow_provider_kling.hooks.kling import KlingHook
+
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
     def execute(self, context: Context) -> Any:
@@ -120,6 +125,8 @@ class KlingTaskSensor(BaseSensorOperator):
                 done = PokeReturnValue(is_done=False)
         if done:
             return done.xcom_value
+        from airflow_provider_kling.triggers.kling import defer_to_trigger
+
         defer_to_trigger(
             self,
             kling_task_id=self.kling_task_id,
@@ -137,11 +144,13 @@ class KlingTaskSensor(BaseSensorOperator):
         :raises KlingTaskFailedError: the task failed.
         :raises KlingTaskNotReadyError: the task succeeded without result URLs.
         """
+        from airflow_provider_kling.models import TaskStatus
+
         kling_task_id = self._checked_task_id()
         try:
             task = self.hook.get_task(kling_task_id)
         except KlingError as error:
-            if not KlingHook.is_retryable_error(error):
+            if not self.hook.is_retryable_error(error):
                 raise
             self.log.warning(
                 "Kling task %s: status query failed (%s), trying again", self.kling_task_id, error
@@ -167,6 +176,8 @@ class KlingTaskSensor(BaseSensorOperator):
         :param context: the task's context.
         :param event: the trigger's event payload.
         """
+        from airflow_provider_kling.triggers.kling import finished_task_from_event
+
         try:
             result = finished_task_from_event(event)
         except KlingTaskTimeoutError as error:
@@ -244,6 +255,8 @@ class KlingTaskSensor(BaseSensorOperator):
 
     def _checked_task_id(self) -> str:
         """Return the rendered ``kling_task_id``, or fail the task without retries if it is malformed."""
+        from airflow_provider_kling.models import check_kling_task_id
+
         try:
             return check_kling_task_id(self.kling_task_id, field="kling_task_id")
         except ValueError as error:

@@ -42,7 +42,7 @@ from airflow_provider_kling.exceptions import (
     KlingTaskFailedError,
     KlingTaskNotReadyError,
 )
-from airflow_provider_kling.hooks._download import (
+from airflow_provider_kling.hooks._limits import (
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_RESULT_BYTES,
     DownloadLimits,
@@ -825,11 +825,25 @@ class KlingToS3Operator(BaseOperator):
                     landed = self.uploader.upload(download, target, replace=replace)
                 self.landed.append(landed)
                 self._record(context, landed, target)
-            return [landed.uri for landed in self.landed]
+            uris = [landed.uri for landed in self.landed]
+            self._keep_kling_record(context, task, uris)
+            return uris
         except (KlingTaskFailedError, KlingResultExpiredError, KlingS3KeyExistsError) as error:
             raise AirflowFailException(str(error)) from error
         finally:
             self._close_clients()
+
+    def _keep_kling_record(self, context: Context, task: KlingTask, uris: list[str]) -> None:
+        """Write the record of the Kling view (``airflow_provider_kling.records``): the landed objects."""
+        from airflow_provider_kling.records import landing_record, push_record
+
+        record = landing_record(
+            result=task.as_result(),
+            s3_uris=uris,
+            kling_conn_id=self.kling_conn_id,
+            aws_conn_id=self.aws_conn_id,
+        )
+        push_record(context, record)
 
     def _checked_arguments(self) -> tuple[str, bool]:
         """The rendered ``kling_task_id`` and ``replace``, checked: wrong ones can never pass."""

@@ -50,6 +50,7 @@ __all__ = [
     "EVENT_SUCCESS",
     "MAX_POLL_JITTER_SECONDS",
     "MIN_QUERY_SECONDS",
+    "POLL_TICK_SECONDS",
     "QUERY_GRACE_SECONDS",
     "REASON_API_ERROR",
     "REASON_NO_RESULT",
@@ -70,6 +71,11 @@ QUERY_GRACE_SECONDS: Final = 0.5
 #: Largest shift of one poll from the poll interval, either way (and at most a tenth of the interval): it
 #: keeps triggers created together from polling in lockstep without delaying an event by more than this.
 MAX_POLL_JITTER_SECONDS: Final = 0.5
+#: Polls start on a grid of this many seconds of the loop's clock: the triggers of one triggerer whose polls
+#: fall in the same tick wake up together, in one turn of the event loop, instead of one turn each (at a few
+#: hundred queries per second a lone poll costs four turns of the loop; see ``benchmarks/RESULTS.md``).
+#: A trigger polling more often than every second uses a tenth of its interval instead.
+POLL_TICK_SECONDS: Final = 0.1
 
 #: ``status`` values of the events.
 EVENT_SUCCESS: Final = "success"
@@ -145,7 +151,9 @@ class KlingTaskTrigger(BaseTrigger):
     (:func:`first_poll_delay`), and each later one ``poll_interval`` after the last, shifted by up to
     :data:`MAX_POLL_JITTER_SECONDS` either way (:func:`next_poll_delay`). Ten thousand triggers created
     together so query the API evenly, not in bursts of ten thousand, and an event comes at most one
-    interval plus half a second after its task finished (plus the query's own time).
+    interval plus 0.6 s after its task finished (plus the query's own time). Each poll starts on the next
+    :data:`POLL_TICK_SECONDS` tick of the loop's clock (:func:`poll_start`), so that the polls of one
+    triggerer falling in the same tick share one turn of its event loop.
 
     :param kling_task_id: the API's task id to wait for
         (:func:`~airflow_provider_kling.models.check_kling_task_id`).
@@ -209,7 +217,8 @@ class KlingTaskTrigger(BaseTrigger):
         started = loop.time()
         ends = started + max(0.0, self.deadline - time.time())
         last_status: TaskStatus | None = None
-        await asyncio.sleep(min(first_poll_delay(self.poll_interval), max(0.0, ends - loop.time())))
+        tick = poll_tick(self.poll_interval)
+        await _sleep_until(loop, poll_start(loop.time(), first_poll_delay(self.poll_interval), ends, tick))
         while True:
             try:
                 task = await self._query(hook, max(ends - loop.time(), MIN_QUERY_SECONDS))
@@ -256,7 +265,7 @@ class KlingTaskTrigger(BaseTrigger):
                 )
                 self.log.error("%s", message)
                 return {**self._error(REASON_TIMEOUT, message, last_status), "timeout": self.timeout}
-            await asyncio.sleep(min(next_poll_delay(self.poll_interval), remaining))
+            await _sleep_until(loop, poll_start(loop.time(), next_poll_delay(self.poll_interval), ends, tick))
 
     async def _query(self, hook: KlingHook, seconds: float) -> KlingTask:
         """
@@ -308,6 +317,35 @@ def next_poll_delay(poll_interval: float) -> float:
     """
     jitter = min(0.1 * poll_interval, MAX_POLL_JITTER_SECONDS)
     return poll_interval + random.uniform(-jitter, jitter)
+
+
+def poll_tick(poll_interval: float) -> float:
+    """
+    Seconds between two ticks of a trigger's poll grid.
+
+    :data:`POLL_TICK_SECONDS`, or a tenth of a ``poll_interval`` shorter than a second.
+
+    :param poll_interval: the trigger's poll interval.
+    """
+    return min(POLL_TICK_SECONDS, poll_interval / 10)
+
+
+def poll_start(now: float, delay: float, ends: float, tick: float = POLL_TICK_SECONDS) -> float:
+    """
+    Loop time of the next poll: ``delay`` from ``now``, on the next ``tick``.
+
+    Never later than ``ends`` (the wait's deadline, which is not moved to a tick).
+
+    :param now: the loop's time.
+    :param delay: seconds until the poll is due (:func:`first_poll_delay`, :func:`next_poll_delay`).
+    :param ends: the loop time at which the wait ends.
+    :param tick: the grid (:func:`poll_tick`).
+    """
+    return min(math.ceil((now + delay) / tick) * tick, ends)
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    await asyncio.sleep(max(0.0, when - loop.time()))
 
 
 def _without_status(result: dict[str, Any]) -> dict[str, Any]:

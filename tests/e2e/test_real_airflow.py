@@ -209,7 +209,7 @@ def test_ui_connection_form_shows_the_kling_fields_with_the_key_masked(
     assert "ModelVerse API key" in (key_input.get_attribute("placeholder") or "")
     screenshot(page, "05-connection-form-kling")
     dialog.get_by_text("Extra Fields", exact=True).click()
-    for label in ("Request timeout (s)", "Max retries"):
+    for label in ("Request timeout (s)", "Max retries", "Max requests in flight (triggerer)"):
         dialog.locator("label", has_text=label).wait_for()
     page.wait_for_timeout(600)  # let the accordion's animation end, for a readable screenshot
     screenshot(page, "06-connection-form-kling-extras")

@@ -18,6 +18,7 @@ from hostile import Exchange, HostileServer, response_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_kling.constants import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.exceptions import (
     KlingAuthError,
     KlingBadRequestError,
@@ -29,7 +30,6 @@ from airflow_provider_kling.exceptions import (
     KlingTransportError,
 )
 from airflow_provider_kling.hooks._errors import MAX_ANSWER_BYTES
-from airflow_provider_kling.hooks._settings import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
 

@@ -13,6 +13,7 @@ import pytest
 import respx
 from pydantic import ValidationError
 
+from airflow_provider_kling.constants import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthError,
@@ -28,7 +29,6 @@ from airflow_provider_kling.exceptions import (
 )
 from airflow_provider_kling.get_provider_info import get_provider_info
 from airflow_provider_kling.hooks import _clients
-from airflow_provider_kling.hooks._settings import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
 
@@ -86,9 +86,9 @@ def test_hook_metadata_matches_manifest() -> None:
     assert KlingHook.default_conn_name == "kling_default"
     assert KlingHook.conn_type == conn_type["connection-type"] == "kling"
     assert KlingHook.hook_name == conn_type["hook-name"] == "Kling (ModelVerse)"
-    assert KlingHook.get_ui_field_behaviour() == conn_type["ui-field-behaviour"]
-    KlingHook.get_ui_field_behaviour()["hidden-fields"].append("mutated")
-    assert "mutated" not in KlingHook.get_ui_field_behaviour()["hidden-fields"]
+    # The form is declared in the manifest only: a hook method would be Airflow 3.2's deprecated path.
+    assert "get_ui_field_behaviour" not in vars(KlingHook)
+    assert conn_type["ui-field-behaviour"]["relabeling"] == {"host": "Base URL", "password": "API key"}
 
 
 def test_default_conn_id() -> None:
@@ -966,7 +966,7 @@ async def test_one_async_client_shared_by_every_hook(
     await asyncio.gather(*(h.aget_task("task-1") for h in hooks))
     await asyncio.gather(*(h.aget_task("task-1") for h in hooks))
     assert len(used) == 100
-    sender = await _clients.shared_async_client()
+    sender = (await _clients.shared_async_pool())[0]
     assert isinstance(sender, HttpxSender)
     assert {id(client) for client in used} == {id(sender.client)}
     assert len(_clients._clients) >= 1
@@ -998,7 +998,7 @@ async def test_async_requests_in_flight_bounded_per_loop(
     )
     assert peak == DEFAULT_MAX_IN_FLIGHT
     sender, slots = await _clients.shared_async_pool(CONN_ID, DEFAULT_MAX_IN_FLIGHT)
-    assert sender is await _clients.shared_async_client()
+    assert sender is (await _clients.shared_async_pool())[0]
     assert not slots.locked()  # every slot given back
 
 
@@ -1028,7 +1028,7 @@ async def test_the_bound_in_flight_is_the_connections_extra(
 async def test_the_aiohttp_session_carries_no_key_keeps_no_cookie_and_queues_nowhere(
     connection: None,
 ) -> None:
-    sender = await _clients.shared_async_client()
+    sender = (await _clients.shared_async_pool())[0]
     assert isinstance(sender, _clients.AiohttpSender)
     session = sender.session
     assert "Authorization" not in session.headers
@@ -1051,7 +1051,7 @@ async def test_shared_async_client_carries_no_key(connection: None, api: respx.M
     api.get("/v1/tasks/status").mock(return_value=httpx.Response(200, json=status_body()))
     await KlingHook(CONN_ID).aget_task("task-1")
     assert api.calls.last.request.headers["Authorization"] == API_KEY  # passed per request
-    sender = await _clients.shared_async_client()
+    sender = (await _clients.shared_async_pool())[0]
     assert isinstance(sender, HttpxSender)
     assert "Authorization" not in sender.client.headers
 
@@ -1061,7 +1061,7 @@ def test_each_loop_gets_its_own_client_closed_with_the_loop(connection: None, ap
 
     async def poll() -> _clients.AsyncSender:
         await KlingHook(CONN_ID).aget_task("task-1")
-        client = await _clients.shared_async_client()
+        client = (await _clients.shared_async_pool())[0]
         assert not client.is_closed
         return client
 
@@ -1072,29 +1072,16 @@ def test_each_loop_gets_its_own_client_closed_with_the_loop(connection: None, ap
     assert second.is_closed
 
 
-def test_closed_explicitly_then_recreated(connection: None, api: respx.MockRouter) -> None:
-    async def scenario() -> tuple[_clients.AsyncSender, _clients.AsyncSender]:
-        first = await _clients.shared_async_client()
-        await _clients.aclose_shared_async_client()
-        second = await _clients.shared_async_client()
-        return first, second
-
-    first, second = asyncio.run(scenario())
-    assert first.is_closed
-    assert first is not second
-    assert second.is_closed  # and the new one went with the loop too
-
-
 def test_loop_closed_without_shutdown_asyncgens_is_swept() -> None:
     loop = asyncio.new_event_loop()
     try:
-        client = loop.run_until_complete(_clients.shared_async_client())
+        client, _ = loop.run_until_complete(_clients.shared_async_pool())
     finally:
         loop.close()  # no shutdown_asyncgens(): the client could not be awaited closed
     assert loop in _clients._clients
 
     async def other() -> _clients.AsyncSender:
-        return await _clients.shared_async_client()
+        return (await _clients.shared_async_pool())[0]
 
     other_client = asyncio.run(other())
     assert other_client is not client

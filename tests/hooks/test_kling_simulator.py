@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_kling.constants import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.exceptions import (
     KlingAuthError,
     KlingNotFoundError,
@@ -23,7 +24,6 @@ from airflow_provider_kling.exceptions import (
     KlingTransportError,
 )
 from airflow_provider_kling.hooks import _clients
-from airflow_provider_kling.hooks._settings import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingTask, KlingVideoRequest, TaskStatus
 from airflow_provider_kling.testing.simulator import result_video
@@ -384,7 +384,7 @@ def test_async_client_closed_with_its_loop_without_warnings(sim: KlingSimulator)
 
     async def poll() -> _clients.AsyncSender:
         await asyncio.gather(*(KlingHook("kling_default").aget_task(task_id) for _ in range(5)))
-        return await _clients.shared_async_client()
+        return (await _clients.shared_async_pool())[0]
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -409,7 +409,7 @@ def test_loops_in_two_threads_never_share_a_client(sim: KlingSimulator) -> None:
         for _ in range(10):
             await hook.aget_task(task_id)
             await asyncio.sleep(0)
-        seen[name] = (await _clients.shared_async_client(), await _clients.shared_async_client())
+        seen[name] = ((await _clients.shared_async_pool())[0], (await _clients.shared_async_pool())[0])
 
     def run(name: str) -> None:
         try:
