@@ -27,6 +27,7 @@ import posixpath
 import struct
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from airflow_provider_kling.exceptions import MediaHeaderError, NeedMoreBytesError
@@ -41,7 +42,7 @@ MAX_IMAGE_BYTES: Final = 10 * 1024 * 1024
 #: Smallest width and height of an image, in pixels (R18).
 MIN_IMAGE_SIDE: Final = 300
 #: Most elongated aspect ratio of an image, either way (R18: 1:2.5 to 2.5:1, inclusive).
-MAX_IMAGE_ELONGATION: Final = 2.5
+MAX_IMAGE_ELONGATION: Final = Fraction(5, 2)
 
 #: File extensions of videos (R21), lower case.
 VIDEO_EXTENSIONS: Final = (".mp4", ".mov")
@@ -251,11 +252,12 @@ def check_image(info: ImageInfo, size_bytes: int | None) -> list[str]:
     width, height = info.width, info.height
     if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
         problems.append(f"{width}x{height} px, width and height must each be at least {MIN_IMAGE_SIDE} px")
-    # Inclusive bounds, in integers: w/h <= 2.5 and h/w <= 2.5.
-    if 2 * width > 5 * height or 2 * height > 5 * width:
-        wide, narrow = max(width, height), min(width, height)
+    # Inclusive bounds, exact (a Fraction): w/h <= 2.5 and h/w <= 2.5.
+    wide, narrow = max(width, height), min(width, height)
+    if wide > MAX_IMAGE_ELONGATION * narrow:
         ratio = f"{wide / narrow:.2f}:1" if width >= height else f"1:{wide / narrow:.2f}"
-        problems.append(f"aspect ratio {ratio} ({width}x{height} px) is outside 1:2.5 to 2.5:1")
+        bound = f"{float(MAX_IMAGE_ELONGATION):g}"
+        problems.append(f"aspect ratio {ratio} ({width}x{height} px) is outside 1:{bound} to {bound}:1")
     return problems
 
 

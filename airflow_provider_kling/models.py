@@ -982,11 +982,6 @@ class KlingVideoRequest(_ApiModel):
         return None if self.is_video_edit else self.parameters.total_duration
 
     @property
-    def output_aspect_ratio(self) -> AspectRatio | None:
-        """The output's aspect ratio; ``None`` when editing a video (the output keeps the video's)."""
-        return None if self.is_video_edit else self.parameters.aspect_ratio
-
-    @property
     def s3_input_urls(self) -> dict[str, str]:
         """
         The inputs that are still ``s3://`` URLs, by body path (``parameters.image_list[0].image_url``).
@@ -1102,11 +1097,6 @@ class TaskStatus(StrEnum):
         pseudo._name_ = value.upper()
         pseudo._value_ = value
         return pseudo
-
-    @property
-    def is_known(self) -> bool:
-        """Whether the status is one of the four the API documents."""
-        return self._name_ in type(self).__members__
 
     @property
     def is_terminal(self) -> bool:

@@ -242,16 +242,15 @@ def test_doc_snippet_check_reports_a_stale_block(tmp_path: Path) -> None:
 def test_docs_hook_snippet_runs_against_the_simulator(
     kling_connection: str, kling_simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_kling.exceptions import KlingTaskFailedError
-    from airflow_provider_kling.models import TaskStatus
     from airflow_provider_kling.testing.simulator import result_video
 
     monkeypatch.chdir(tmp_path)
     kling_simulator.task_seconds = 0
 
     # [START howto_hook_kling]
+    from airflow_provider_kling.exceptions import KlingTaskFailedError
     from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import KlingVideoRequest
+    from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
 
     hook = KlingHook(kling_conn_id="kling_default")
     request = KlingVideoRequest.build(
