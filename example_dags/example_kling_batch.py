@@ -44,9 +44,13 @@ def read_prompts(bucket: str, key: str = "kling-inputs/prompts.json") -> list[st
 # [END howto_kling_batch_prompts]
 
 
+# [START howto_kling_task_id_of]
 def kling_task_id_of(result: dict[str, Any]) -> str:
     """Pick the Kling task id out of a finished-task dict."""
     return str(result["kling_task_id"])
+
+
+# [END howto_kling_task_id_of]
 
 
 with DAG(
