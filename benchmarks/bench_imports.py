@@ -88,7 +88,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return low, mid, high
 
 
-def importtime_extra(path: str | None, top: int | None = None) -> list[tuple[float, str]]:
+def importtime_extra(path: str | None) -> list[tuple[float, str]]:
     """The modules the provider import adds, by their own time (``-X importtime``, ms), largest first."""
 
     def modules(code: str) -> dict[str, int]:
@@ -109,21 +109,23 @@ def importtime_extra(path: str | None, top: int | None = None) -> list[tuple[flo
 
     base, provider = modules(BASELINE), modules(PROVIDER)
     extra = [(own / 1000, name) for name, own in provider.items() if name not in base]
-    return sorted(extra, reverse=True)[:top]
+    return sorted(extra, reverse=True)
 
 
-def importtime_totals(contenders: list[tuple[str, str | None]], runs: int) -> dict[str, list[float]]:
+def importtime_runs(
+    contenders: list[tuple[str, str | None]], runs: int
+) -> dict[str, list[list[tuple[float, str]]]]:
     """
-    Per contender, the summed own time (ms) of every module the provider adds, one figure per run.
+    Per contender, ``runs`` runs of :func:`importtime_extra` (every module the provider adds, own time in ms).
 
     ``-X importtime`` times each module inside one process, so the other load of a shared machine blurs it
     less than a whole process's time; the contenders' runs are interleaved.
     """
-    totals: dict[str, list[float]] = {label: [] for label, _ in contenders}
+    measured: dict[str, list[list[tuple[float, str]]]] = {label: [] for label, _ in contenders}
     for _ in range(runs):
         for label, path in random.sample(contenders, len(contenders)):
-            totals[label].append(sum(own for own, _ in importtime_extra(path)))
-    return totals
+            measured[label].append(importtime_extra(path))
+    return measured
 
 
 def main() -> int:
@@ -166,14 +168,14 @@ def main() -> int:
     if args.importtime:
         print("\n`-X importtime`: own time of the modules the provider adds, summed (ms)\n")
         print("| contender | runs | modules | median | quartiles |\n|---|---:|---:|---:|---|")
-        for label, totals in importtime_totals(contenders, args.importtime_runs).items():
-            low, mid, high = quartiles(totals)
-            count = len(importtime_extra(dict(contenders)[label]))
-            print(f"| {label} | {len(totals)} | {count} | {mid:.1f} | {low:.1f} to {high:.1f} |")
-        label, path = contenders[0]
-        print(f"\n`-X importtime`, {label}: the modules the provider adds, by their own time (one run)\n")
+        measured = importtime_runs(contenders, args.importtime_runs)
+        for label, runs in measured.items():
+            low, mid, high = quartiles([sum(own for own, _ in extra) for extra in runs])
+            print(f"| {label} | {len(runs)} | {len(runs[-1])} | {mid:.1f} | {low:.1f} to {high:.1f} |")
+        label = contenders[0][0]
+        print(f"\n`-X importtime`, {label}: the modules the provider adds, by their own time (last run)\n")
         print("| ms | module |\n|---:|---|")
-        for own, name in importtime_extra(path, 15):
+        for own, name in measured[label][-1][:15]:
             print(f"| {own:.1f} | {name} |")
     print()
     print(
