@@ -13,7 +13,9 @@ pool of 5 that counts deferred tasks. While it runs, the module fixture ``scale_
    must take the orphaned triggers over (after ``triggerer_health_check_threshold``) and fire them.
 2. **A Celery worker dies right after a submit**: try 1 of map index :data:`PAUSE_MAP_INDEX` pauses right
    after its Kling task id is recorded in the task state store (the DAG file marks the moment); the test
-   ``SIGKILL``\\ s the whole worker running it (main process, pool processes, supervisors, task processes).
+   ``SIGKILL``\\ s the whole worker running it (main process, pool processes, supervisors, task processes),
+   once no other try is inside its submit (new submits are held back first: a try killed mid-submit is,
+   by design, never resubmitted, so the kill would cost the run a video).
    The scheduler fails the try when its heartbeat stops; the retry runs on the other worker and reattaches.
 3. **The broker is down for 10 s**: once :data:`BROKER_STOP_AFTER_VIDEOS` videos are done, right after a
    clock step (when resumed tasks are about to be queued), the broker is stopped by its pid (everything
@@ -68,6 +70,8 @@ PAUSE_MAP_INDEX = 12
 TRIGGERER_KILL_AFTER_VIDEOS = 5
 BROKER_STOP_AFTER_VIDEOS = 25
 BROKER_DOWN_SECONDS = 10.0
+#: After holding new submits back, how long the test lets the begun ones write their "submit begins" record.
+SUBMIT_SETTLE_SECONDS = 2.0
 RUN_TIMEOUT = 1200.0
 #: Scheduler log lines that end a try without the task's say (they name the task instance).
 TRY_ENDINGS = (
@@ -107,6 +111,10 @@ class FaultInjector:
         self.database = self.stack.database
         self.gate = gate
         self.marker = marker_dir / f"paused-{PAUSE_MAP_INDEX}"
+        #: While this file exists, every try waits before it records that a submit begins (the DAG's
+        #: ``HoldSubmits``); ``hold_since`` is when the test wrote it.
+        self.hold = marker_dir / "hold-submits"
+        self.hold_since: float | None = None
         self.faults = Faults(started=time.monotonic())
         self.load = TriggererLoad()
         self.orphans: set[int] = set()
@@ -208,6 +216,13 @@ class FaultInjector:
         return False
 
     def _kill_the_paused_worker(self, instances: list[TaskInstanceRow]) -> None:
+        # The whole worker dies, its other slot too, and a try killed inside its submit is never resubmitted
+        # (its task may exist): hold new submits back, let begun ones settle, kill only when none is open.
+        if self.hold_since is None:
+            self.hold.write_text("held while the test kills a worker")
+            self.hold_since = time.monotonic()
+        if time.monotonic() - self.hold_since < SUBMIT_SETTLE_SECONDS:
+            return  # a try that passed the hold just before it appeared is still writing its record
         if open_submits(self.database, DAG_ID, RUN_ID):
             return  # another task is mid-submit: its worker might be this one; wait for a clean moment
         paused_pid = int(self.marker.read_text())
@@ -235,6 +250,7 @@ class FaultInjector:
             "deferred_without_an_exit": sorted(self.gate.exempt),
             "at": self.faults.now(),
         }
+        self.hold.unlink()
         self.faults.mark(f"SIGKILL {victim.name} ({len(pids)} processes) right after the submit of [12]")
 
     def _restart_the_killed_worker(self, instances: list[TaskInstanceRow]) -> None:
@@ -291,7 +307,24 @@ class ScaleRun:
 
     def summary(self) -> str:
         states = Counter((ti.task_id, ti.state, ti.try_number) for ti in self.instances)
-        return f"{self.state} in {self.seconds:.0f} s; {dict(states)}; faults {self.faults.timeline}"
+        failed = {
+            (ti.task_id, ti.map_index, ti.try_number): _last_error(
+                self.try_logs.get((ti.task_id, ti.map_index, ti.try_number), "")
+            )
+            for ti in self.instances
+            if ti.state == "failed"
+        }
+        return (
+            f"{self.state} in {self.seconds:.0f} s; {dict(states)}; faults {self.faults.timeline}; "
+            f"failed tries {failed}"
+        )
+
+
+def _last_error(log: str) -> str:
+    """The last error (or, without one, the last line) a try logged, to say in a failure why it failed."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if '"level":"error"' in line.replace(" ", "")]
+    return (errors or lines or ["<no log>"])[-1][:600]
 
 
 def _identities(stack: AirflowStack) -> set[tuple[int, float]]:
@@ -331,7 +364,7 @@ def scale_run(scale_environment: ScaleEnvironment) -> ScaleRun:
     s3, bucket = scale_environment.backends.s3, scale_environment.backends.bucket
     prefix = f"scale-{uuid.uuid4().hex[:8]}/"
     marker_dir = ARTIFACTS / "markers"
-    for stale in marker_dir.glob("paused-*"):
+    for stale in [*marker_dir.glob("paused-*"), *marker_dir.glob("hold-*")]:
         stale.unlink()
     simulator.reset()
     conf = {

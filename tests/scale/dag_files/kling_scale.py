@@ -10,7 +10,11 @@ test's simulator (admitting 5 tasks at once) and S3 server.
 One fault is acted out by the DAG itself, because only the task knows the moment: the first try of the map
 index ``params.pause_map_index``, right after the task id of its submit is recorded in the task state store,
 writes ``<params.marker_dir>/paused-<map index>`` (its pid) and sleeps (at most :data:`PAUSE_SECONDS`), so
-that the test can ``SIGKILL`` the whole Celery worker running it "right after a submit".
+that the test can ``SIGKILL`` the whole Celery worker running it "right after a submit". Killing the whole
+worker kills its other slot too, so the test first holds every try's submit back (it writes
+``<params.marker_dir>/hold-submits``; :class:`HoldSubmits` waits before the "a submit begins" record is
+written) until no submit is in flight: a try killed inside its submit is, by design, never resubmitted
+(its task may exist), which would cost the run a video.
 """
 
 from __future__ import annotations
@@ -74,14 +78,42 @@ class PauseAfterRecord:
             self.log.error("Scale test: nobody killed this worker within %s s", PAUSE_SECONDS)
 
 
+class HoldSubmits:
+    """
+    A ``task_state_store`` that, while ``hold`` exists, waits before recording that a submit begins.
+
+    :param store: the task instance's real store.
+    :param hold: the file whose existence holds the submit back (at most :data:`PAUSE_SECONDS`).
+    :param log: the task's logger.
+    """
+
+    def __init__(self, store: Any, hold: Path, log: Any) -> None:
+        self.store = store
+        self.hold = hold
+        self.log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def set(self, key: str, value: Any, **kwargs: Any) -> None:
+        if isinstance(value, dict) and not value.get("kling_task_id") and self.hold.exists():
+            self.log.warning("Scale test: submits are held while the test kills a worker")
+            deadline = time.monotonic() + PAUSE_SECONDS
+            while self.hold.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.store.set(key, value, **kwargs)
+
+
 class ScaleKlingSubmit(KlingSubmitVideoOperator):
     """The submit operator; try 1 of ``params.pause_map_index`` pauses once its submit is recorded."""
 
     def execute(self, context: Any) -> Any:
         ti, params = context["ti"], context["params"]
+        marker_dir = Path(params["marker_dir"])
+        store: Any = HoldSubmits(context["task_state_store"], marker_dir / "hold-submits", self.log)
         if ti.map_index == params["pause_map_index"] and ti.try_number == 1:
-            marker = Path(params["marker_dir"]) / f"paused-{ti.map_index}"
-            context["task_state_store"] = PauseAfterRecord(context["task_state_store"], marker, self.log)
+            store = PauseAfterRecord(store, marker_dir / f"paused-{ti.map_index}", self.log)
+        context["task_state_store"] = store
         return super().execute(context)
 
 
