@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 import logging
+import pickle
 import re
 import struct
 import threading
@@ -26,6 +27,7 @@ from airflow_provider_kling.models import (
     ImageInput,
     ImageType,
     KlingIgnoredFieldWarning,
+    KlingParameters,
     KlingSubmitResult,
     KlingTask,
     KlingVideoRequest,
@@ -943,6 +945,50 @@ def test_ignored_field_warning_points_at_the_caller(make: Any) -> None:
     assert [record.filename for record in caught] == [__file__]
 
 
+def _an_edit_with_a_duration() -> KlingVideoRequest:
+    with ignored_field_warnings_suppressed():
+        return KlingVideoRequest.model_validate(edit(duration=5))
+
+
+def _assign_a_base_video_to_parameters_with_a_duration() -> None:
+    parameters = KlingParameters.model_validate(
+        {"aspect_ratio": "1:1", "duration": 5, "video_list": video("feature")}
+    )
+    parameters.video_list = [VideoInput.model_validate(item) for item in video("base")]  # validated
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: KlingVideoRequest(**edit(duration=5)), id="constructor"),
+        pytest.param(
+            lambda: KlingParameters.model_validate(edit(duration=5)["parameters"]), id="parameters-alone"
+        ),
+        pytest.param(_assign_a_base_video_to_parameters_with_a_duration, id="assignment"),
+        pytest.param(
+            lambda: _an_edit_with_a_duration().with_external_task_id("mine"), id="with_external_task_id"
+        ),
+        pytest.param(
+            lambda: _an_edit_with_a_duration().with_input_urls(
+                {"parameters.video_list[0].video_url": "https://example.com/out.mov"}
+            ),
+            id="with_input_urls",
+        ),
+    ],
+)
+def test_ignored_field_warning_points_at_the_caller_whatever_the_depth(make: Any) -> None:
+    """
+    Each entry point puts the warning at another depth below the caller: no fixed ``stacklevel`` fits.
+
+    The frames of ``airflow_provider_kling.models.*`` and pydantic are skipped, whichever module of the
+    package validates (``request`` here, ``rules`` where the warning is raised).
+    """
+    with pytest.warns(KlingIgnoredFieldWarning) as caught:
+        make()
+    assert {record.filename for record in caught} == {__file__}
+    assert all(record.lineno != 0 for record in caught)
+
+
 def test_ignored_field_warnings_suppressed_in_this_thread_only() -> None:
     body = edit(duration=5)
     inside = threading.Event()
@@ -1517,3 +1563,38 @@ def test_submit_result_from_api() -> None:
         KlingSubmitResult.from_api({"output": {"task_id": ""}})
     with pytest.raises(ValidationError):
         KlingSubmitResult.from_api("oops")
+
+
+# -- the package ------------------------------------------------------------------------------------------
+
+
+def test_models_pickle_and_old_pickles_still_load() -> None:
+    """Models pickle by their module path; a pickle made when they lived in ``models.py`` still loads."""
+    request = validate_quietly(multi(2, 3, aspect_ratio="1:1"))
+    task = KlingTask.from_api({"output": {"task_id": "t1", "task_status": "Expired"}})
+    for value in (request, task, TaskStatus.SUCCESS):
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            assert pickle.loads(pickle.dumps(value, protocol=protocol)) == value
+    before_the_split = pickle.dumps(request, protocol=0).replace(
+        b"cairflow_provider_kling.models.request\n", b"cairflow_provider_kling.models\n"
+    )
+    assert b"models.request" not in before_the_split
+    assert pickle.loads(before_the_split) == request
+
+
+def test_the_package_exports_the_public_names_of_the_old_module() -> None:
+    import airflow_provider_kling.models as models
+
+    old_public_names = {
+        "AspectRatio", "DEFAULT_DURATION", "ImageInput", "ImageType", "KLING_TASK_ID_PATTERN",
+        "KeepOriginalSound", "KlingIgnoredFieldWarning", "KlingInput", "KlingParameters",
+        "KlingSubmitResult", "KlingTask", "KlingVideoRequest", "Loc", "MAX_DURATION",
+        "MAX_DURATION_WITH_VIDEO", "MAX_ERROR_MESSAGE_LENGTH", "MAX_EXTERNAL_TASK_ID_LENGTH", "MAX_IMAGES",
+        "MAX_IMAGES_WITH_END_FRAME", "MAX_IMAGES_WITH_VIDEO", "MAX_KLING_TASK_ID_LENGTH",
+        "MAX_PROMPT_LENGTH", "MAX_REQUEST_ID_LENGTH", "MAX_RESULT_URL_LENGTH", "MAX_SHOTS",
+        "MAX_SHOT_PROMPT_LENGTH", "MAX_VIDEOS", "MIN_DURATION", "MODEL_NAME", "Mode", "RULE_ERROR_TYPE",
+        "ReferType", "Shot", "ShotType", "Sound", "TaskStatus", "VideoInput", "check_kling_task_id",
+        "ignored_field_warnings_suppressed",
+    }  # fmt: skip
+    assert set(models.__all__) == old_public_names
+    assert all(getattr(models, name) is not None for name in old_public_names)
