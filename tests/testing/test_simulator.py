@@ -1382,7 +1382,7 @@ def test_max_active_tasks_setting(sim: KlingSimulator) -> None:
         assert admin.configure(max_active_tasks=5)["max_active_tasks"] == 5
         assert sim.max_active_tasks == 5
         assert admin.stats()["settings"]["max_active_tasks"] == 5
-        with pytest.raises(httpx.HTTPStatusError):
+        with pytest.raises(KlingSimulatorError, match=r"POST /_simulator/config was refused with 400: "):
             admin.configure(max_active_tasks=True)
         assert admin.configure(max_active_tasks=None)["max_active_tasks"] is None
     with KlingSimulator(max_active_tasks=3) as limited:
