@@ -55,6 +55,14 @@ class KlingTransportError(KlingError):
         super().__init__(message)
         self.sent = sent
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only ``sent``: the default pickling would call ``cls(message)`` and fail.
+        return (_rebuild_transport_error, (type(self), str(self), self.sent))
+
+
+def _rebuild_transport_error(cls: type[KlingTransportError], message: str, sent: bool) -> KlingTransportError:
+    return cls(message, sent=sent)
+
 
 class KlingAPIError(KlingError):
     """

@@ -5,7 +5,7 @@ Sync requests (and result downloads) go through ``httpx.Client``, one per hook i
 httpx client costs about 24 ms of CPU, almost all of it loading the CA bundle into a fresh TLS context;
 the context is built once per process and shared (an ``ssl.SSLContext`` is safe to share).
 
-Async requests (the triggerer's status queries, ``asubmit_task``) go through one ``aiohttp.ClientSession``
+Async requests (the triggerer's status queries) go through one ``aiohttp.ClientSession``
 per event loop, shared by every hook on it: :class:`AiohttpSender`, a thin shell that sends one request
 and reads its answer (at most :data:`~airflow_provider_kling.hooks._errors.MAX_ANSWER_BYTES`); the deadlines,
 error translation, retries and key redaction are the hook's, the same as on the sync path. A status
@@ -81,7 +81,6 @@ class AsyncSender(Protocol):
         *,
         headers: Mapping[str, str],
         params: Mapping[str, str] | None,
-        body: bytes | None,
         seconds: float,
         what: str,
     ) -> Answer:
@@ -140,7 +139,6 @@ class AiohttpSender:
         *,
         headers: Mapping[str, str],
         params: Mapping[str, str] | None,
-        body: bytes | None,
         seconds: float,
         what: str,
     ) -> Answer:
@@ -152,7 +150,6 @@ class AiohttpSender:
                 url,
                 headers=headers,
                 params=params,
-                data=body,
                 allow_redirects=False,
                 proxy=_proxy_for(url),
                 # The connect phase alone, so that a refused or slow connect is told apart (nothing sent);

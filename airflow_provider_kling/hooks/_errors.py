@@ -412,16 +412,6 @@ def decode_json(content: bytes) -> Any:
         raise ValueError("the JSON nests too deeply") from None
 
 
-def json_body(payload: Any) -> bytes:
-    """
-    Encode a JSON request body as httpx does (UTF-8, compact, no NaN), so both paths send the same bytes.
-
-    :param payload: the body.
-    :raises ValueError: the body holds a NaN or an infinity.
-    """
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
 def _json_or_none(content: bytes) -> object:
     try:
         return decode_json(content[:_DECODE_LIMIT]) if content else None

@@ -1,9 +1,9 @@
 """
-The retry policy of every API call, in one place, shared by the sync and the async hook methods.
+Retrying an API call, in one place, shared by the sync and the async hook methods.
 
-Pure decisions (:func:`decide`, :meth:`RetryPolicy.delay`, :meth:`RetryPolicy.next_delay`) and nothing
-else: the hook's two thin loops (one sleeps with ``time.sleep``, one awaits ``asyncio.sleep``) ask them
-what to do after each failure.
+Pure decisions (:func:`decide`, :meth:`RetryPolicy.delay`, :meth:`RetryPolicy.next_delay`), and the two
+thin loops of :class:`RetriedCall` that apply them (one sleeps with ``time.sleep``, one awaits
+``asyncio.sleep``), asking after each failure what to do.
 
 A submit is special: every task is billed, so it is retried only where the server provably created
 nothing (429, vendor code 006001094, a connection that was never opened). After any ambiguous failure it
@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from airflow_provider_kling.constants import (
     RETRYABLE_STATUS_CODES,
@@ -36,7 +36,9 @@ from airflow_provider_kling.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+
+_T = TypeVar("_T")
 
 
 #: Statuses that prove a submit created nothing: the API refused the request or the key.
@@ -161,4 +163,99 @@ class RetryPolicy:
         delay = self.delay(retry_number, error)
         if time_left is not None and delay >= time_left:
             raise error
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class RetriedCall:
+    """
+    The retry loop of one API call: try, ask :attr:`policy` after each failure, sleep, try again.
+
+    :param what: the operation, for the log lines.
+    :param submit: whether the call is a submit (retried only where the server provably created nothing).
+    :param max_retries: the retry budget of the call.
+    :param deadline: the monotonic time the call must end by, if any (each try is given it).
+    :param policy: the backoff and budget.
+    :param monotonic: the clock ``deadline`` is on.
+    :param log: where each retry, and a submit that failed ambiguously, is logged.
+    :param external_task_id: the submit request's ``external_task_id``, for the uncertain error.
+    """
+
+    what: str
+    submit: bool
+    max_retries: int
+    deadline: float | None
+    policy: RetryPolicy
+    monotonic: Callable[[], float]
+    log: Any
+    external_task_id: str | None = None
+
+    def run(self, attempt: Callable[[float | None], _T], sleep: Callable[[float], None]) -> _T:
+        """
+        Return what ``attempt`` returns, retrying it (after ``sleep``) as long as the policy allows.
+
+        :param attempt: one try, given the deadline.
+        :param sleep: how to wait between two tries.
+        """
+        retry_number = 0
+        while True:
+            try:
+                return attempt(self.deadline)
+            except KlingError as error:
+                delay = self.next_delay(error, retry_number)
+            sleep(delay)
+            retry_number += 1
+
+    async def arun(
+        self,
+        attempt: Callable[[float | None], Awaitable[_T]],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> _T:
+        """
+        Return what ``attempt`` returns, retrying it (after awaiting ``sleep``) as long as the policy allows.
+
+        :param attempt: one try, given the deadline.
+        :param sleep: how to wait between two tries without blocking the loop.
+        """
+        retry_number = 0
+        while True:
+            try:
+                return await attempt(self.deadline)
+            except KlingError as error:
+                delay = self.next_delay(error, retry_number)
+            await sleep(delay)
+            retry_number += 1
+
+    def next_delay(self, error: KlingError, retry_number: int) -> float:
+        """
+        Log and return the delay before the next try, or raise when there must be no next try.
+
+        :param error: the error the last try raised.
+        :param retry_number: how many retries were made already.
+        :raises KlingSubmitUncertainError: a submit failed ambiguously.
+        :raises KlingError: ``error`` itself, when it is not retryable or the budget or time is spent.
+        """
+        time_left = None if self.deadline is None else self.deadline - self.monotonic()
+        try:
+            delay = self.policy.next_delay(
+                error,
+                retry_number=retry_number,
+                max_retries=self.max_retries,
+                submit=self.submit,
+                external_task_id=self.external_task_id,
+                time_left=time_left,
+            )
+        except KlingSubmitUncertainError:
+            self.log.error(
+                "Kling %s failed ambiguously; not retrying: a task may exist: %s", self.what, error
+            )
+            raise
+        self.log.warning(
+            "Kling %s failed (%s); retry %d of %d in %.2f s",
+            self.what,
+            error,
+            retry_number + 1,
+            self.max_retries,
+            delay,
+        )
         return delay

@@ -62,16 +62,9 @@ class KlingSettings:
         """Return the absolute URL of an API path such as ``/v1/tasks/status``."""
         return self.base_url + path
 
-    def auth_headers(self, *, json: bool = False) -> dict[str, str]:
-        """
-        Return the headers of an authenticated API request: the bare key, no ``Bearer`` prefix.
-
-        :param json: the request carries a JSON body (adds its ``Content-Type``).
-        """
-        headers = {"Authorization": self.api_key, "Accept": "application/json"}
-        if json:
-            headers["Content-Type"] = "application/json"
-        return headers
+    def auth_headers(self) -> dict[str, str]:
+        """Return the headers of an authenticated API request: the bare key, no ``Bearer`` prefix."""
+        return {"Authorization": self.api_key, "Accept": "application/json"}
 
     def is_api_url(self, url: str) -> bool:
         """

@@ -1,9 +1,11 @@
 """
-:class:`KlingHook`: the Airflow connection -> httpx clients -> typed calls of the ModelVerse task API.
+:class:`KlingHook`: the Airflow connection -> typed calls of the ModelVerse task API.
 
-All HTTP of the provider lives here: submitting a task, querying its status (sync and async), waiting for
-it on a worker, and streaming a result video. The connection parsing, error mapping, retry policy and
-client sharing live in the private modules beside this one, each a set of pure functions tested alone.
+Submitting a task, querying its status (sync and async), waiting for it on a worker, and streaming a
+result video. The hook resolves the connection and composes the private modules beside this one, each
+tested alone: sending one request and reading its answer (``_transport``, ``_answers``), retrying it
+(``_retry``), the shared clients (``_clients``), the connection's settings (``_settings``), the error
+mapping (``_errors``) and the result download (``_download``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Self
 
-import httpx
-from airflow.sdk import BaseHook
-from pydantic import ValidationError
+from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_kling.constants import (
     CONN_TYPE,
@@ -32,26 +32,11 @@ from airflow_provider_kling.exceptions import (
     KlingConnectionConfigError,
     KlingError,
     KlingNotFoundError,
-    KlingSubmitUncertainError,
     KlingTaskTimeoutError,
-    KlingTransportError,
 )
-from airflow_provider_kling.hooks._clients import AsyncSender, new_sync_client, shared_async_pool
+from airflow_provider_kling.hooks._answers import submitted_task_id, task_from_answer
+from airflow_provider_kling.hooks._clients import new_sync_client, shared_async_pool
 from airflow_provider_kling.hooks._download import KlingResultStream, checked_result_url
-from airflow_provider_kling.hooks._errors import (
-    GARBLED_ANSWER_ERRORS,
-    Answer,
-    AnswerReader,
-    SendError,
-    api_error,
-    decode_json,
-    embedded_error,
-    garbled_answer_error,
-    json_body,
-    late_answer_error,
-    malformed_response_error,
-    transport_error,
-)
 from airflow_provider_kling.hooks._limits import (
     DEFAULT_DOWNLOAD_RETRY_DELAY,
     DEFAULT_DOWNLOAD_TIMEOUT,
@@ -60,15 +45,15 @@ from airflow_provider_kling.hooks._limits import (
     DownloadLimits,
 )
 from airflow_provider_kling.hooks._redact import secret_forms
-from airflow_provider_kling.hooks._retry import Decision, RetryPolicy, decide
+from airflow_provider_kling.hooks._retry import Decision, RetriedCall, RetryPolicy, decide
 from airflow_provider_kling.hooks._settings import (
     KlingSettings,
     check_max_retries,
     check_timeout,
     settings_from_connection,
 )
+from airflow_provider_kling.hooks._transport import asend, send
 from airflow_provider_kling.models import (
-    KlingSubmitResult,
     KlingTask,
     KlingVideoRequest,
     TaskStatus,
@@ -80,7 +65,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
-    from airflow.sdk import Connection
+    import httpx
+    from airflow.providers.common.compat.sdk import Connection
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
@@ -93,8 +79,6 @@ __all__ = [
 
 #: A made-up task id for :meth:`KlingHook.test_connection`.
 _PROBE_TASK_ID: Final = "airflow-connection-test-0000000000"
-
-_T = TypeVar("_T")
 
 #: Connection fetches in flight, by (loop, conn id, timeout, max_retries): hooks asking at once share one.
 _settings_lookups: dict[tuple[object, str, float | None, int | None], asyncio.Future[KlingSettings]] = {}
@@ -109,20 +93,6 @@ def _unmasked_key_forms(api_key: str) -> list[str]:
     forms = [form for form in secret_forms(api_key) if form not in _masked_key_forms]
     _masked_key_forms.update(forms)
     return forms
-
-
-def request_options(
-    settings: KlingSettings, json: Any, params: dict[str, str] | None, seconds: float
-) -> dict[str, Any]:
-    """
-    Options every API request sends: the key's header, the body, the query and its time.
-
-    :param settings: the connection's settings.
-    :param json: the JSON body, if any.
-    :param params: the query, if any.
-    :param seconds: the request's connect/read/write/pool timeout.
-    """
-    return {"headers": settings.auth_headers(), "json": json, "params": params, "timeout": seconds}
 
 
 class KlingHook(BaseHook):
@@ -182,7 +152,7 @@ class KlingHook(BaseHook):
     def settings(self) -> KlingSettings:
         """The resolved connection settings (fetched once per hook instance, then cached)."""
         if self._settings is None:
-            from airflow.sdk.log import mask_secret
+            from airflow.providers.common.compat.sdk import mask_secret
 
             conn = self.get_connection(self.kling_conn_id)
             settings = self._resolve(conn, conn.extra_dejson)
@@ -287,52 +257,25 @@ class KlingHook(BaseHook):
         client = self.get_conn()
 
         def attempt(deadline: float | None) -> str:
-            answer = self._send(
-                client, settings, "POST", SUBMIT_PATH, what="submit", deadline=deadline, json=body
+            answer = send(
+                client,
+                settings,
+                "POST",
+                SUBMIT_PATH,
+                what="submit",
+                deadline=deadline,
+                monotonic=self.monotonic,
+                json=body,
             )
-            return self._submit_task_id(answer, settings)
+            return submitted_task_id(answer, settings)
 
-        task_id = self._with_retries(
-            attempt,
-            what="submit",
+        task_id = self._retried_call(
+            "submit",
             submit=True,
             max_retries=self._budget(settings, max_retries),
-            external_task_id=video_request.parameters.external_task_id,
             deadline=None,
-        )
-        self.log.info("Submitted Kling task %s", task_id)
-        return task_id
-
-    async def asubmit_task(
-        self, request: KlingVideoRequest | Mapping[str, Any], *, max_retries: int | None = None
-    ) -> str:
-        """
-        Submit a video task and return its task id, without blocking the event loop.
-
-        Same validation and retry rules as :meth:`submit_task`.
-
-        :param request: the request, or its documented JSON body.
-        :param max_retries: overrides the connection's retry budget for this call.
-        """
-        video_request = self._validated(request)
-        settings = await self.aget_settings()
-        body = video_request.to_api_body()
-        sender, slots = await shared_async_pool(settings.conn_id, settings.max_in_flight)
-
-        async def attempt(deadline: float | None) -> str:
-            answer = await self._asend(
-                sender, slots, settings, "POST", SUBMIT_PATH, what="submit", deadline=deadline, json=body
-            )
-            return self._submit_task_id(answer, settings)
-
-        task_id = await self._awith_retries(
-            attempt,
-            what="submit",
-            submit=True,
-            max_retries=self._budget(settings, max_retries),
             external_task_id=video_request.parameters.external_task_id,
-            deadline=None,
-        )
+        ).run(attempt, self.sleep)
         self.log.info("Submitted Kling task %s", task_id)
         return task_id
 
@@ -378,7 +321,7 @@ class KlingHook(BaseHook):
         sender, slots = await shared_async_pool(settings.conn_id, settings.max_in_flight)
 
         async def attempt(attempt_deadline: float | None) -> KlingTask:
-            answer = await self._asend(
+            answer = await asend(
                 sender,
                 slots,
                 settings,
@@ -386,17 +329,15 @@ class KlingHook(BaseHook):
                 STATUS_PATH,
                 what=what,
                 deadline=attempt_deadline,
+                monotonic=self.monotonic,
                 params={"task_id": task_id},
             )
-            return self._task(answer, settings, what, task_id)
+            return task_from_answer(answer, settings, what, task_id)
 
-        return await self._awith_retries(
-            attempt,
-            what=what,
-            submit=False,
-            max_retries=self._budget(settings, max_retries),
-            deadline=deadline,
+        retried = self._retried_call(
+            what, submit=False, max_retries=self._budget(settings, max_retries), deadline=deadline
         )
+        return await retried.arun(attempt, self.async_sleep)
 
     def wait_for_task(
         self,
@@ -554,24 +495,22 @@ class KlingHook(BaseHook):
         client = self.get_conn()
 
         def attempt(attempt_deadline: float | None) -> KlingTask:
-            answer = self._send(
+            answer = send(
                 client,
                 settings,
                 "GET",
                 STATUS_PATH,
                 what=what,
                 deadline=attempt_deadline,
+                monotonic=self.monotonic,
                 params={"task_id": task_id},
             )
-            return self._task(answer, settings, what, task_id)
+            return task_from_answer(answer, settings, what, task_id)
 
-        return self._with_retries(
-            attempt,
-            what=what,
-            submit=False,
-            max_retries=self._budget(settings, max_retries),
-            deadline=deadline,
+        retried = self._retried_call(
+            what, submit=False, max_retries=self._budget(settings, max_retries), deadline=deadline
         )
+        return retried.run(attempt, self.sleep)
 
     @staticmethod
     def _validated(request: KlingVideoRequest | Mapping[str, Any]) -> KlingVideoRequest:
@@ -599,242 +538,26 @@ class KlingHook(BaseHook):
             return settings.max_retries
         return check_max_retries(max_retries, "max_retries")
 
-    def _send(
+    def _retried_call(
         self,
-        client: httpx.Client,
-        settings: KlingSettings,
-        method: str,
-        path: str,
-        *,
         what: str,
-        deadline: float | None,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-    ) -> Answer:
-        """Send one API request and read its whole answer within the connection's timeout and ``deadline``."""
-        url = settings.url(path)
-        seconds = self._attempt_seconds(settings, deadline, what)
-        ends = self.monotonic() + seconds
-        try:
-            with client.stream(method, url, **request_options(settings, json, params, seconds)) as response:
-                reader = AnswerReader(response.status_code, what=what)
-                for chunk in response.iter_bytes():
-                    reader.add(chunk)
-                    if self.monotonic() > ends:
-                        raise late_answer_error(what=what, url=url, seconds=seconds)
-                return reader.answer(response.headers)
-        except httpx.RequestError as error:
-            raise transport_error(error, what=what, url=url, api_key=settings.api_key) from error
-        except GARBLED_ANSWER_ERRORS as error:
-            raise garbled_answer_error(error, what=what, url=url) from None
-
-    async def _asend(
-        self,
-        sender: AsyncSender,
-        slots: asyncio.Semaphore,
-        settings: KlingSettings,
-        method: str,
-        path: str,
         *,
-        what: str,
+        submit: bool,
+        max_retries: int,
         deadline: float | None,
-        json: Any = None,
-        params: dict[str, str] | None = None,
-    ) -> Answer:
-        """
-        Send one API request and read its whole answer without blocking the loop.
-
-        Waiting for the connection's request slot on the loop counts against ``deadline`` only; the request
-        and its body against the connection's timeout too. The sender (aiohttp) only moves bytes: the
-        deadlines and the translation of every failure into the error tree are the same as :meth:`_send`'s.
-        """
-        url = settings.url(path)
-        seconds = self._attempt_seconds(settings, deadline, what)
-        body = None if json is None else json_body(json)
-        headers = settings.auth_headers(json=body is not None)
-        try:
-            async with asyncio.timeout(None if deadline is None else deadline - self.monotonic()) as scope:
-                # The slot is held while the request and its body are in flight (not while retrying): a
-                # burst waits here, in O(1), and the loop never opens more sockets than the bound.
-                async with slots:
-                    seconds = self._attempt_seconds(settings, deadline, what)
-                    # One timer for both bounds: the request's time is never beyond the deadline.
-                    scope.reschedule(asyncio.get_running_loop().time() + seconds)
-                    return await sender.fetch(
-                        method, url, headers=headers, params=params, body=body, seconds=seconds, what=what
-                    )
-        except TimeoutError:
-            raise late_answer_error(what=what, url=url, seconds=seconds) from None
-        except SendError as error:
-            raise transport_error(
-                error.error, what=what, url=url, api_key=settings.api_key, sent=error.sent
-            ) from error.error
-        except GARBLED_ANSWER_ERRORS as error:
-            raise garbled_answer_error(error, what=what, url=url) from None
-
-    def _attempt_seconds(self, settings: KlingSettings, deadline: float | None, what: str) -> float:
-        """Seconds one request may take: the connection's timeout, cut to what is left before ``deadline``."""
-        if deadline is None:
-            return settings.timeout
-        left = deadline - self.monotonic()
-        if left <= 0:
-            raise KlingTransportError(f"Kling {what}: no time left within the caller's timeout", sent=False)
-        return min(settings.timeout, left)
-
-    @staticmethod
-    def _payload(answer: Answer, settings: KlingSettings, what: str) -> Any:
-        """The decoded JSON of a successful answer; raise the error an unsuccessful or unreadable one is."""
-        if not 200 <= answer.status_code < 300:
-            raise api_error(
-                answer.status_code, answer.headers, answer.content, what=what, api_key=settings.api_key
-            )
-        try:
-            return decode_json(answer.content)
-        except ValueError:
-            raise malformed_response_error(
-                answer.status_code,
-                answer.content,
-                what=what,
-                problem="a body that is not JSON",
-                api_key=settings.api_key,
-            ) from None
-
-    def _submit_task_id(self, answer: Answer, settings: KlingSettings) -> str:
-        payload = self._payload(answer, settings, "submit")
-        try:
-            return KlingSubmitResult.from_api(payload).task_id
-        except (ValidationError, *GARBLED_ANSWER_ERRORS):
-            self._raise_embedded_or_malformed(answer, payload, settings, "submit")
-
-    def _task(self, answer: Answer, settings: KlingSettings, what: str, task_id: str) -> KlingTask:
-        payload = self._payload(answer, settings, what)
-        output = payload.get("output") if isinstance(payload, dict) else None
-        if isinstance(output, dict) and output.get("task_id") and output.get("task_status"):
-            try:
-                task = KlingTask.from_api(payload)
-            except (ValidationError, *GARBLED_ANSWER_ERRORS):
-                pass
-            else:
-                if task.task_id == task_id:
-                    return task
-                raise malformed_response_error(
-                    answer.status_code,
-                    answer.content,
-                    what=what,
-                    problem=f"the status of another task ({task.task_id})",
-                    api_key=settings.api_key,
-                )
-        self._raise_embedded_or_malformed(answer, payload, settings, what)
-
-    @staticmethod
-    def _raise_embedded_or_malformed(
-        answer: Answer, payload: Any, settings: KlingSettings, what: str
-    ) -> NoReturn:
-        details = embedded_error(payload)
-        if details is not None:
-            raise api_error(
-                answer.status_code,
-                answer.headers,
-                answer.content,
-                what=what,
-                api_key=settings.api_key,
-                details=details,
-            )
-        raise malformed_response_error(
-            answer.status_code,
-            answer.content,
+        external_task_id: str | None = None,
+    ) -> RetriedCall:
+        """The retry loop of one call, on the hook's policy, clock and log as they are now (injectable)."""
+        return RetriedCall(
             what=what,
-            problem="a body that holds no usable task",
-            api_key=settings.api_key,
+            submit=submit,
+            max_retries=max_retries,
+            deadline=deadline,
+            policy=self.retry_policy,
+            monotonic=self.monotonic,
+            log=self.log,
+            external_task_id=external_task_id,
         )
-
-    def _with_retries(
-        self,
-        attempt: Callable[[float | None], _T],
-        *,
-        what: str,
-        submit: bool,
-        max_retries: int,
-        external_task_id: str | None = None,
-        deadline: float | None,
-    ) -> _T:
-        retry_number = 0
-        while True:
-            try:
-                return attempt(deadline)
-            except KlingError as error:
-                delay = self._next_delay(
-                    error,
-                    what=what,
-                    retry_number=retry_number,
-                    max_retries=max_retries,
-                    submit=submit,
-                    external_task_id=external_task_id,
-                    deadline=deadline,
-                )
-            self.sleep(delay)
-            retry_number += 1
-
-    async def _awith_retries(
-        self,
-        attempt: Callable[[float | None], Awaitable[_T]],
-        *,
-        what: str,
-        submit: bool,
-        max_retries: int,
-        external_task_id: str | None = None,
-        deadline: float | None,
-    ) -> _T:
-        retry_number = 0
-        while True:
-            try:
-                return await attempt(deadline)
-            except KlingError as error:
-                delay = self._next_delay(
-                    error,
-                    what=what,
-                    retry_number=retry_number,
-                    max_retries=max_retries,
-                    submit=submit,
-                    external_task_id=external_task_id,
-                    deadline=deadline,
-                )
-            await self.async_sleep(delay)
-            retry_number += 1
-
-    def _next_delay(
-        self,
-        error: KlingError,
-        *,
-        what: str,
-        retry_number: int,
-        max_retries: int,
-        submit: bool,
-        external_task_id: str | None,
-        deadline: float | None,
-    ) -> float:
-        time_left = None if deadline is None else deadline - self.monotonic()
-        try:
-            delay = self.retry_policy.next_delay(
-                error,
-                retry_number=retry_number,
-                max_retries=max_retries,
-                submit=submit,
-                external_task_id=external_task_id,
-                time_left=time_left,
-            )
-        except KlingSubmitUncertainError:
-            self.log.error("Kling %s failed ambiguously; not retrying: a task may exist: %s", what, error)
-            raise
-        self.log.warning(
-            "Kling %s failed (%s); retry %d of %d in %.2f s",
-            what,
-            error,
-            retry_number + 1,
-            max_retries,
-            delay,
-        )
-        return delay
 
 
 def checked_finished_task(task: KlingTask) -> KlingTask:

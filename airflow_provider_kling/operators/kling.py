@@ -5,7 +5,8 @@ The submit operator: generate a video with Kling V3 Omni from a DAG, without eve
 submits one task, and either returns its id or waits for it (in the triggerer by default) and returns
 the finished-task dict. Every submitted task is billed, so the operator records the task's id in the
 task instance's ``task_state_store`` right after the submit: a later try of the same task instance
-reattaches to that task instead of paying for a new one (see :class:`KlingTaskLedger`).
+reattaches to that task instead of paying for a new one (see
+:class:`~airflow_provider_kling.operators._ledger.KlingTaskLedger`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -35,6 +35,11 @@ from airflow_provider_kling.exceptions import (
     KlingTaskFailedError,
 )
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
+from airflow_provider_kling.operators._ledger import (
+    KlingTaskLedger,
+    request_digest,
+    unconfirmed_submit_message,
+)
 from airflow_provider_kling.waiting import (
     check_poll_interval,
     check_wait_timeout,
@@ -46,9 +51,7 @@ from airflow_provider_kling.waiting import (
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from airflow.sdk import Context
-    from airflow.sdk.execution_time.context import TaskStateStoreAccessor
-    from airflow.sdk.types import Logger
+    from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import KlingTask, KlingVideoRequest
@@ -145,162 +148,6 @@ def is_static(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return all(is_static(item) for item in value)
     return False
-
-
-def request_digest(request: KlingVideoRequest) -> str:
-    """
-    Return the SHA-256 of a request as sent, without its ``external_task_id`` (which names the try).
-
-    Two tries of a task instance that render the same request have the same digest; a request that
-    changed between them (a fixed Variable, a shifted mapped list, a template on ``ti.try_number``) does not.
-    Take it before ``s3://`` inputs are resolved (their presigned URLs change with every try).
-
-    :param request: the validated request.
-    """
-    body = request.to_api_body()
-    body["parameters"].pop("external_task_id", None)
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRecord:
-    """
-    What :class:`KlingTaskLedger` remembers of a submit.
-
-    :param kling_task_id: the task the submit created; ``None`` if it was never confirmed.
-    :param external_task_id: the ``external_task_id`` it carried.
-    :param request_sha256: the :func:`request_digest` of its request (``None`` in records written before
-        the digest was kept: those are taken as the same request).
-    """
-
-    kling_task_id: str | None = None
-    external_task_id: str | None = None
-    request_sha256: str | None = None
-
-    def is_for(self, digest: str) -> bool:
-        """Whether the recorded submit was made for the request with this digest."""
-        return self.request_sha256 is None or self.request_sha256 == digest
-
-
-class KlingTaskLedger:
-    """
-    The submit operator's record of the Kling task it paid for, kept in ``context["task_state_store"]``.
-
-    The store (Airflow 3.3+) belongs to the task instance and survives its retries (XComs do not), so a
-    retry finds the task an earlier try submitted. The record is one key, :attr:`KEY`, whose value is
-    ``{"kling_task_id": <id or None>, "external_task_id": <id or None>, "request_sha256": <digest>}``
-    (:func:`request_digest`: the request as sent, before ``s3://`` resolution, without
-    ``external_task_id``; a retry reattaches only to a task made for the same request):
-
-    * written with ``kling_task_id: None`` just before the submit request, and with the id right after it
-      returns, before anything else can fail;
-    * a record without a task id means a submit was started and never confirmed (the worker died during
-      it, or it raised :class:`KlingSubmitUncertainError`): a task may exist and be billed, so no later
-      try submits again until a person resolves it;
-    * forgotten when the Airflow task succeeds, so clearing a finished task generates a new video (a retry
-      reuses; a clear regenerates).
-
-    Where the store does not exist (Airflow < 3.3) the ledger logs one warning and remembers nothing.
-
-    :param store: the task instance's ``task_state_store``, or ``None``.
-    """
-
-    KEY: ClassVar[str] = "kling_task"
-
-    def __init__(self, store: TaskStateStoreAccessor | None) -> None:
-        self.store = store
-
-    @classmethod
-    def open(cls, context: Context, log: Logger | Any) -> KlingTaskLedger:
-        """
-        Open the ledger of the running task instance.
-
-        :param context: the task's context.
-        :param log: where to warn when the store is missing.
-        """
-        store = context.get("task_state_store")
-        if store is None:
-            log.warning(
-                "No task_state_store in the task context (Airflow < 3.3): a retry of this task cannot "
-                "find the Kling task an earlier try submitted, and will submit (and pay for) a new one."
-            )
-        return cls(store)
-
-    def recall(self) -> LedgerRecord | None:
-        """Return the recorded submit, or ``None`` if there is none."""
-        if self.store is None:
-            return None
-        value = self.store.get(self.KEY)
-        if isinstance(value, str) and value:
-            return LedgerRecord(kling_task_id=value)
-        if isinstance(value, dict):
-            kling_task_id = value.get("kling_task_id")
-            external_task_id = value.get("external_task_id")
-            digest = value.get("request_sha256")
-            return LedgerRecord(
-                kling_task_id=str(kling_task_id) if kling_task_id else None,
-                external_task_id=str(external_task_id) if external_task_id else None,
-                request_sha256=str(digest) if digest else None,
-            )
-        return None
-
-    def begin_submit(self, external_task_id: str | None, request_sha256: str) -> None:
-        """
-        Record that a submit is about to be sent.
-
-        :param external_task_id: the request's ``external_task_id``.
-        :param request_sha256: the request's :func:`request_digest`.
-        """
-        self._write(None, external_task_id, request_sha256)
-
-    def record(self, kling_task_id: str, external_task_id: str | None, request_sha256: str) -> None:
-        """
-        Record the task a submit created.
-
-        :param kling_task_id: the API's task id.
-        :param external_task_id: the request's ``external_task_id``.
-        :param request_sha256: the request's :func:`request_digest`.
-        """
-        self._write(kling_task_id, external_task_id, request_sha256)
-
-    def _write(self, kling_task_id: str | None, external_task_id: str | None, request_sha256: str) -> None:
-        if self.store is not None:
-            self.store.set(
-                self.KEY,
-                {
-                    "kling_task_id": kling_task_id,
-                    "external_task_id": external_task_id,
-                    "request_sha256": request_sha256,
-                },
-            )
-
-    def forget(self) -> None:
-        """Drop the record: the next run of this task instance (a clear) submits a new task."""
-        if self.store is not None:
-            self.store.delete(self.KEY)
-
-
-def unconfirmed_submit_message(context: Context, external_task_id: str | None) -> str:
-    """
-    Explain how to resolve a submit that an earlier try started and never confirmed.
-
-    :param context: the task's context.
-    :param external_task_id: the ``external_task_id`` the submit carried.
-    """
-    ti = context["ti"]
-    path = (
-        f"/api/v2/dags/{ti.dag_id}/dagRuns/{ti.run_id}/taskInstances/{ti.task_id}/state-store/"
-        f"{KlingTaskLedger.KEY}?map_index={ti.map_index if ti.map_index is not None else -1}"
-    )
-    lookup = f"external_task_id {external_task_id!r}" if external_task_id else "this task's time"
-    return (
-        "An earlier try of this task instance started a Kling submit that was never confirmed, so a task "
-        "may exist and be billed. Not submitting again. Look it up in the ModelVerse console by "
-        f"{lookup}, then either record its task id to wait for it (set the state-store key "
-        f'{KlingTaskLedger.KEY!r} to {{"kling_task_id": "<id>"}}) or delete that key to submit afresh '
-        f"(task instance > Task State Store in the UI, or PUT/DELETE {path}), and clear this task."
-    )
 
 
 class KlingSubmitVideoOperator(BaseOperator):

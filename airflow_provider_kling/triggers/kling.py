@@ -39,7 +39,7 @@ from airflow_provider_kling.waiting import check_poll_interval, check_wait_timeo
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from airflow.sdk import BaseOperator
+    from airflow.providers.common.compat.sdk import BaseOperator
 
 # DEFAULT_POLL_INTERVAL and DEFAULT_WAIT_TIMEOUT live in ``constants``; kept importable from here.
 __all__ = [

@@ -127,13 +127,12 @@ class HttpxSender:
         *,
         headers: Mapping[str, str],
         params: Mapping[str, str] | None,
-        body: bytes | None,
         seconds: float,
         what: str,
     ) -> Answer:
         try:
             async with self.client.stream(
-                method, url, headers=headers, params=params, content=body, timeout=seconds
+                method, url, headers=headers, params=params, timeout=seconds
             ) as response:
                 reader = AnswerReader(response.status_code, what=what)
                 async for chunk in response.aiter_bytes():

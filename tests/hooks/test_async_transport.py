@@ -16,20 +16,16 @@ from hostile import Exchange, HostileServer, response_head
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingServerError,
-    KlingSubmitUncertainError,
     KlingTransportError,
 )
-from airflow_provider_kling.hooks._errors import MAX_ANSWER_BYTES, json_body
-from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
+from airflow_provider_kling.hooks._errors import MAX_ANSWER_BYTES
+from airflow_provider_kling.models import TaskStatus
 
 from ._support import API_KEY, Sleeps, make_hook, set_connection, status_body
 
 if TYPE_CHECKING:
     from airflow_provider_kling.hooks.kling import KlingHook
 
-REQUEST = KlingVideoRequest.build(
-    prompt="A lighthouse at dawn", aspect_ratio="16:9", external_task_id="ext-1"
-)
 #: Generous bound for "ended on time" on a noisy, shared machine.
 ON_TIME = 4.0
 
@@ -62,28 +58,11 @@ async def test_a_status_query_sends_the_bare_key_per_request(monkeypatch: pytest
     assert request.headers["user-agent"].startswith("airflow-provider-kling/")
 
 
-async def test_a_submit_sends_the_same_json_bytes_as_the_sync_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    with HostileServer([answer_json({"output": {"task_id": "task-9"}})]) as server:
-        assert await async_hook(monkeypatch, server).asubmit_task(REQUEST) == "task-9"
-    (request,) = server.requests
-    assert (request.method, request.target) == ("POST", "/v1/tasks/submit")
-    assert request.headers["content-type"] == "application/json"
-    assert int(request.headers["content-length"]) == len(json_body(REQUEST.to_api_body()))
-
-
 async def test_a_huge_content_length_is_a_transport_error(monkeypatch: pytest.MonkeyPatch) -> None:
     garbled = reply(200, b"{}", **{"Content-Length": "9" * 5000})
     with HostileServer([garbled]) as server, pytest.raises(KlingTransportError) as caught:
         await async_hook(monkeypatch, server, max_retries=0).aget_task("task-1")
     assert caught.value.sent
-
-
-async def test_a_huge_content_length_on_submit_is_uncertain(monkeypatch: pytest.MonkeyPatch) -> None:
-    garbled = reply(200, b"{}", **{"Content-Length": "9" * 5000})
-    with HostileServer([garbled]) as server:
-        with pytest.raises(KlingSubmitUncertainError):
-            await async_hook(monkeypatch, server).asubmit_task(REQUEST)
-        assert len(server.requests) == 1
 
 
 async def test_an_answer_larger_than_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +141,7 @@ async def test_a_redirect_is_not_followed(monkeypatch: pytest.MonkeyPatch) -> No
     assert caught.value.status_code == 302
 
 
-async def test_a_refused_connection_proves_the_submit_was_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_refused_connection_proves_the_query_was_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again below: nothing listens there
@@ -170,8 +149,7 @@ async def test_a_refused_connection_proves_the_submit_was_not_sent(monkeypatch: 
     sleeps = Sleeps()
     hook = make_hook(sleeps, "kling_refused")
     with pytest.raises(KlingTransportError) as caught:
-        await hook.asubmit_task(REQUEST)
-    assert not isinstance(caught.value, KlingSubmitUncertainError)
+        await hook.aget_task("task-1")
     assert not caught.value.sent
-    assert len(sleeps.calls) == 1  # retried: the server provably created nothing
+    assert len(sleeps.calls) == 1  # retried within the budget
     assert API_KEY not in str(caught.value)

@@ -834,15 +834,6 @@ def test_test_connection_without_key(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- async twins ----------------------------------------------------------------------------------------
 
 
-async def test_asubmit_wire(hook: KlingHook, api: respx.MockRouter) -> None:
-    route = api.post("/v1/tasks/submit").mock(return_value=submit_ok("task-a"))
-    assert await hook.asubmit_task(BODY) == "task-a"
-    request = route.calls.last.request
-    assert_authenticated(request)
-    assert request.headers["Content-Type"] == "application/json"
-    assert json.loads(request.content) == REQUEST.to_api_body()
-
-
 async def test_aget_task_wire(hook: KlingHook, api: respx.MockRouter) -> None:
     route = api.get("/v1/tasks/status").mock(
         return_value=httpx.Response(200, json=status_body(status="Pending"))
@@ -925,31 +916,6 @@ async def test_async_401_once(hook: KlingHook, api: respx.MockRouter) -> None:
     assert route.call_count == 1
 
 
-async def test_async_submit_retried_on_429(hook: KlingHook, api: respx.MockRouter) -> None:
-    route = api.post("/v1/tasks/submit").mock(side_effect=[json_error(429), submit_ok()])
-    assert await hook.asubmit_task(REQUEST) == "task-1"
-    assert route.call_count == 2
-
-
-@pytest.mark.parametrize(
-    "failure", [httpx.ReadTimeout("timed out"), json_error(500), httpx.Response(200, text="{")]
-)
-async def test_async_submit_never_retried_after_ambiguous_failure(
-    hook: KlingHook, api: respx.MockRouter, failure: Any
-) -> None:
-    route = api.post("/v1/tasks/submit").mock(side_effect=[failure, submit_ok()])
-    with pytest.raises(KlingSubmitUncertainError):
-        await hook.asubmit_task(REQUEST)
-    assert route.call_count == 1
-
-
-async def test_async_invalid_request_no_http(hook: KlingHook, api: respx.MockRouter) -> None:
-    route = api.post("/v1/tasks/submit").mock(return_value=submit_ok())
-    with pytest.raises(ValidationError):
-        await hook.asubmit_task({**BODY, "bogus": True})
-    assert route.call_count == 0
-
-
 async def test_one_async_client_shared_by_every_hook(
     connection: None, api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -991,11 +957,8 @@ async def test_async_requests_in_flight_bounded_per_loop(
 
     monkeypatch.setattr(httpx.AsyncClient, "send", slow)
     api.get("/v1/tasks/status").mock(return_value=httpx.Response(200, json=status_body()))
-    api.post("/v1/tasks/submit").mock(return_value=submit_ok())
-    hooks = [KlingHook(CONN_ID) for _ in range(100)]
-    await asyncio.gather(
-        *(h.aget_task("task-1") for h in hooks), *(h.asubmit_task(REQUEST) for h in hooks[:20])
-    )
+    hooks = [KlingHook(CONN_ID) for _ in range(120)]
+    await asyncio.gather(*(h.aget_task("task-1") for h in hooks))
     assert peak == DEFAULT_MAX_IN_FLIGHT
     sender, slots = await _clients.shared_async_pool(CONN_ID, DEFAULT_MAX_IN_FLIGHT)
     assert sender is (await _clients.shared_async_pool())[0]

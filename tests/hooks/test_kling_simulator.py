@@ -342,24 +342,8 @@ def test_stream_result_truncated_every_time_is_an_error(sim: KlingSimulator, hoo
 # -- async, over real sockets ---------------------------------------------------------------------------
 
 
-async def test_async_submit_and_poll(sim: KlingSimulator, hook: KlingHook) -> None:
-    sim.inject_fault("submit", "rate_limit", retry_after=0)
-    task_id = await hook.asubmit_task(REQUEST)
-    assert len(sim.submitted) == 1
-    task = await hook.aget_task(task_id)
-    assert task.task_id == task_id
-
-
-async def test_async_submit_after_create_fault(sim: KlingSimulator, hook: KlingHook) -> None:
-    sim.inject_fault("submit", "server_error", after_create=True)
-    with pytest.raises(KlingSubmitUncertainError):
-        await hook.asubmit_task(REQUEST)
-    assert sim.requests["submit"] == 1
-    assert len(sim.submitted) == 1
-
-
 async def test_many_hooks_share_one_connection(sim: KlingSimulator, hook: KlingHook) -> None:
-    task_id = await hook.asubmit_task(REQUEST)
+    task_id = hook.submit_task(REQUEST)
     before = sim.stats()["connections"]["total"]
     for _ in range(30):  # thirty triggers, each with its own hook, polling in turn
         await KlingHook("kling_default").aget_task(task_id)
@@ -368,7 +352,7 @@ async def test_many_hooks_share_one_connection(sim: KlingSimulator, hook: KlingH
 
 
 async def test_concurrent_polls_are_bounded_by_the_pool(sim: KlingSimulator, hook: KlingHook) -> None:
-    task_id = await hook.asubmit_task(REQUEST)
+    task_id = hook.submit_task(REQUEST)
     sim.inject_fault("status", "slow", times=120, delay=0.1)  # hold every poll open at once
     hooks = [KlingHook("kling_default") for _ in range(120)]
     already_open = sim.stats()["connections"]["open"]  # this test's submit, earlier tests' closing ones
