@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling _machine, also when loaded by path
+from _machine import print_machine
 
 BASELINE = "import airflow.sdk"
 PROVIDER = (
@@ -177,12 +178,7 @@ def main() -> int:
         print("| ms | module |\n|---:|---|")
         for own, name in measured[label][-1][:15]:
             print(f"| {own:.1f} | {name} |")
-    print()
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end, "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}."
-    )
+    print_machine()
     return 0
 
 

@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -37,8 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling _machine, also when loaded by path
+from _machine import print_machine
 
 MiB = 1024 * 1024
 METHODS = ("kling", "http_to_s3", "boto3_upload_file")
@@ -141,28 +144,14 @@ def child(method: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine_facts(local_s3: Any) -> dict[str, str]:
-    import airflow
-    import boto3
-    import httpx
-
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    """This benchmark's facts beside the common ones (``_machine.py``): its libraries and the disk."""
     weed = subprocess.run(
         [str(local_s3._weed_binary or "weed"), "version"], capture_output=True, text=True, check=False
     )
     disk = subprocess.run(["df", "-h", tempfile.gettempdir()], capture_output=True, text=True, check=False)
     return {
-        "cpu": f"{cpu}, {os.cpu_count()} cores (shared)",
-        "memory": f"{memory_kib / 1024 / 1024:.1f} GiB",
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "airflow": airflow.__version__,
-        "boto3": boto3.__version__,
-        "httpx": httpx.__version__,
+        "boto3": version("boto3"),
+        "httpx": version("httpx"),
         "seaweedfs": weed.stdout.strip() or weed.stderr.strip(),
         "disk": disk.stdout.strip().splitlines()[-1] if disk.stdout else "unknown",
     }
@@ -306,9 +295,7 @@ def print_table(rows: list[dict[str, Any]], facts: dict[str, str]) -> None:
             f"| {human(size)} | {method} | {entry['median']:.1f} ({speeds}) | {ratio} "
             f"| {entry['baseline']:.0f} | {entry['peak']:.0f} | {entry['delta']:.0f} |"
         )
-    print("\nMachine:")
-    for name, value in facts.items():
-        print(f"- {name}: {value}")
+    print_machine(facts)
 
 
 def main() -> None:

@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -55,6 +54,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the sibling _machine, also when loaded by path (tests/benchmarks)
+from _machine import print_machine  # noqa: E402
+
 #: The default rows: the issue's table (N, poll interval in seconds, server latency in seconds).
 DEFAULT_ROWS = ("10000:10:0", "2000:10:0.2", "10000:30:0.2")
 
@@ -252,12 +254,7 @@ def main() -> int:
             f"{row['connections']} | "
             f"{row['peak_in_flight']} | {row['max_stall_ms']:.0f} |"
         )
-    print()
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end, "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}."
-    )
+    print_machine()
     return 0
 
 

@@ -9,8 +9,6 @@ real Airflow (about 1.2 GB of RSS with ``parallelism`` 2) does not keep running 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,15 +20,25 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
+from _browser import (  # noqa: E402  (the browser, shared with tests/ui)
+    UI_TIMEOUT_MS,
+    browser,
+    page,
+    pytest_runtest_makereport,
+    save_screenshot,
+)
 from airflow_stack import AirflowStack, HarnessError, RunOutcome, StackSettings  # noqa: E402
 from backends import KLING_POOL, KLING_POOL_CLI, Backends, list_objects, local_backends  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from playwright.sync_api import BrowserContext, Page
+    from playwright.sync_api import Page
 
     from airflow_provider_kling.testing import KlingSimulator
+
+#: The shared browser fixtures and report hook, registered here by being in this module's namespace.
+__all__ = ["UI_TIMEOUT_MS", "browser", "page", "pytest_runtest_makereport"]
 
 TEXT_TO_VIDEO = "example_kling_text_to_video"
 CATALOG = "example_kling_video_catalog"
@@ -43,20 +51,6 @@ POLL_SECONDS = 1.0
 HELD_TASK_SECONDS = 3600.0
 #: How long a simulated video takes under ``airflow dags test`` (the batch example waits for three).
 DAGS_TEST_TASK_SECONDS = 2.0
-#: How long the UI may take to show what a check waits for (pages load their data after ``networkidle``).
-UI_TIMEOUT_MS = 45_000
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-#: Chromium's flags (``--headless`` comes from ``headless=True``, the fresh ``--user-data-dir`` from
-#: ``launch_persistent_context``, which refuses it among the arguments).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Test-only DAGs (not examples) that the real Airflow loads as a second DAG bundle, beside ``example_dags/``.
 E2E_DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 #: ``[dag_processor] dag_bundle_config_list`` of the real Airflow: Airflow's default bundle (the DAGs folder,
@@ -197,17 +191,7 @@ def text_to_video_run(airflow_stack: AirflowStack, e2e_backends: Backends) -> Re
     simulator.task_seconds = HELD_TASK_SECONDS
     submitted_before = len(simulator.submitted)
     run_id = airflow_stack.trigger(TEXT_TO_VIDEO, run_id="e2e_text_to_video")
-    airflow_stack.wait_for_task_state(TEXT_TO_VIDEO, run_id, "wait", "deferred", timeout=300.0)
-    # Airflow 3.3.2 race: if the trigger fires (and the task is queued again) before the scheduler has
-    # processed the executor's "success" event of the worker that deferred, the scheduler takes the queued
-    # task for one changed externally and fails that try (its guard covers `scheduled`, not `queued`).
-    # Hold the video until the scheduler has seen that event.
-    airflow_stack.wait_for_component_log(
-        "scheduler",
-        r"Received executor event with state success for task instance TaskInstanceKey\(dag_id="
-        rf"'{TEXT_TO_VIDEO}', task_id='wait', run_id='{run_id}', try_number=1,",
-        timeout=120.0,
-    )
+    wait_until_deferred(airflow_stack, TEXT_TO_VIDEO, run_id, "wait")
     simulator.advance_time(HELD_TASK_SECONDS / 4)  # past the first fifth: Running
     _wait_for_status_queries(simulator, count=3, timeout=120.0)
     simulator.advance_time(HELD_TASK_SECONDS)  # done: Success
@@ -217,6 +201,24 @@ def text_to_video_run(airflow_stack: AirflowStack, e2e_backends: Backends) -> Re
         backends=e2e_backends,
         outcome=outcome,
         submitted=list(simulator.submitted[submitted_before:]),
+    )
+
+
+def wait_until_deferred(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> None:
+    """
+    Wait until the task's first try is deferred AND the scheduler has seen its worker's "success" event.
+
+    Airflow 3.3.2 race: if the trigger fires (and the task is queued again) before the scheduler has
+    processed the executor's "success" event of the worker that deferred, the scheduler takes the queued
+    task for one changed externally and fails that try (its guard covers ``scheduled``, not ``queued``).
+    A test that holds the video at the simulator finishes it only after this returns.
+    """
+    stack.wait_for_task_state(dag_id, run_id, task_id, "deferred", timeout=300.0)
+    stack.wait_for_component_log(
+        "scheduler",
+        r"Received executor event with state success for task instance TaskInstanceKey\(dag_id="
+        rf"'{dag_id}', task_id='{task_id}', run_id='{run_id}', try_number=1,",
+        timeout=120.0,
     )
 
 
@@ -230,72 +232,12 @@ def _wait_for_status_queries(simulator: KlingSimulator, *, count: int, timeout: 
         time.sleep(0.2)
 
 
-def chromium_executable() -> str | None:
-    """Return Debian's Chromium (or ``KLING_E2E_CHROMIUM``), or ``None`` when none is installed."""
-    override = os.environ.get("KLING_E2E_CHROMIUM")
-    if override:
-        return override if os.access(override, os.X_OK) else None
-    for candidate in CHROMIUM_CANDIDATES:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("chromium")
-
-
 @pytest.fixture(scope="package")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Headless Debian Chromium under Playwright with a fresh profile; skips where none is installed."""
-    executable = chromium_executable()
-    if executable is None:
-        pytest.skip(
-            "No Chromium to drive: install Debian's package (`apt-get install -y chromium`) or set "
-            "KLING_E2E_CHROMIUM to a Chromium binary"
-        )
-    from playwright.sync_api import sync_playwright
-
-    for stale in ARTIFACTS.glob("*.png"):  # screenshots of an earlier session
-        stale.unlink()
-    profile = tmp_path_factory.mktemp("chromium-profile")  # Playwright takes the profile dir this way
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 1000},
-            timeout=120_000,
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-@pytest.fixture
-def page(browser: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh page; on a failure its screenshot is saved under ``test-artifacts/e2e/``."""
-    page = browser.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        yield page
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
-        page.close()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Keep each phase's report on the test item, so that fixtures can tell whether the test failed."""
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
+def browser_artifacts() -> Path:
+    """Where the browser's screenshots go (see ``tests/_browser.py``)."""
+    return ARTIFACTS
 
 
 def screenshot(page: Page, name: str) -> Path:
     """Save a full-page screenshot under ``test-artifacts/e2e/<name>.png`` and return its path."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    return save_screenshot(page, ARTIFACTS, name)

@@ -1,9 +1,10 @@
 """
 Fixtures of the Kling view's browser tests: ONE real Airflow with the provider's plugin, the local simulator
-and S3 server, two runs made by the tests, and Debian's Chromium (the fixtures of ``tests/e2e``).
+and S3 server, two runs made by the tests, and Debian's Chromium.
 
-The browser is the e2e checks' (Debian's Chromium, same flags), with its own profile and screenshots
-(``test-artifacts/ui/``). The real Airflow loads only ``dag_files/`` (two small DAGs), so it parses fast.
+The browser is the e2e checks' (``tests/_browser.py``: Debian's Chromium, same flags and fixtures), with its
+own screenshots (``test-artifacts/ui/``). The real Airflow loads only ``dag_files/`` (two small DAGs), so it
+parses fast.
 Airflow 3.3 loads the plugins of providers (provider info ``plugins``) only with ``[core]
 lazy_discover_providers = False``: the stack sets it, as ``docs/ui.md`` tells users to.
 
@@ -22,11 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from e2e.conftest import (  # Debian's Chromium as the e2e checks drive it, and their report hook
-    CHROMIUM_ARGS,
+from _browser import browser, page, pytest_runtest_makereport, save_screenshot  # shared with tests/e2e
+from e2e.conftest import (  # importing it also puts scripts/ (airflow_stack, backends) on sys.path
     REPO_ROOT,
-    chromium_executable,
-    pytest_runtest_makereport,
+    wait_until_deferred,
 )
 
 from .dag_files.kling_ui_dags import GALLERY_DAG, IN_FLIGHT_DAG
@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 
     from airflow_stack import AirflowStack
     from backends import Backends
-    from playwright.sync_api import BrowserContext, Page
+    from playwright.sync_api import Page
 
-__all__ = ["pytest_runtest_makereport"]
+#: The shared browser fixtures and report hook, registered here by being in this module's namespace.
+__all__ = ["browser", "page", "pytest_runtest_makereport"]
 
 DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "ui"
@@ -148,16 +149,7 @@ def view_runs(ui_stack: AirflowStack, ui_backends: Backends) -> ViewRuns:
     assert simulator is not None
     simulator.task_seconds = HELD_TASK_SECONDS
     gallery_run = ui_stack.trigger(GALLERY_DAG, run_id="ui_gallery", conf={"prompt": XSS_PROMPT})
-    ui_stack.wait_for_task_state(GALLERY_DAG, gallery_run, "generate", "deferred", timeout=300.0)
-    # Airflow 3.3.2 race (see tests/e2e/conftest.text_to_video_run): a trigger that fires before the
-    # scheduler has processed the deferring worker's "success" event gets that try failed. Finish the
-    # video only after the scheduler has seen that event.
-    ui_stack.wait_for_component_log(
-        "scheduler",
-        r"Received executor event with state success for task instance TaskInstanceKey\(dag_id="
-        rf"'{GALLERY_DAG}', task_id='generate', run_id='{gallery_run}', try_number=1,",
-        timeout=120.0,
-    )
+    wait_until_deferred(ui_stack, GALLERY_DAG, gallery_run, "generate")  # (Airflow 3.3.2's race)
     simulator.advance_time(HELD_TASK_SECONDS)  # done: Success
     outcome = ui_stack.wait_for_run(GALLERY_DAG, gallery_run, timeout=300.0)
     assert outcome.state == "success", outcome
@@ -179,49 +171,11 @@ def view_runs(ui_stack: AirflowStack, ui_backends: Backends) -> ViewRuns:
 
 
 @pytest.fixture(scope="package")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Headless Debian Chromium under Playwright with a fresh profile; skips where none is installed."""
-    executable = chromium_executable()
-    if executable is None:
-        pytest.skip(
-            "No Chromium: `apt-get install -y chromium`, or set KLING_E2E_CHROMIUM to a Chromium binary"
-        )
-    from playwright.sync_api import sync_playwright
-
-    for stale in ARTIFACTS.glob("*.png"):  # screenshots of an earlier session
-        stale.unlink()
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("kling-ui-chromium")),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 1000},
-            timeout=120_000,
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-@pytest.fixture
-def page(browser: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh page; on a failure its screenshot is saved under ``test-artifacts/ui/``."""
-    page = browser.new_page()
-    page.set_default_timeout(45_000)
-    try:
-        yield page
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            ui_screenshot(page, f"FAILED-{request.node.name}")
-        page.close()
+def browser_artifacts() -> Path:
+    """Where the browser's screenshots go (see ``tests/_browser.py``)."""
+    return ARTIFACTS
 
 
 def ui_screenshot(page: Page, name: str) -> Path:
     """Save a full-page screenshot under ``test-artifacts/ui/<name>.png`` and return its path."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    return save_screenshot(page, ARTIFACTS, name)
