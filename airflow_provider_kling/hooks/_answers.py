@@ -9,7 +9,7 @@ that :class:`~airflow_provider_kling.hooks.kling.KlingHook` retries (or not) by 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -23,6 +23,7 @@ from airflow_provider_kling.hooks._errors import (
 from airflow_provider_kling.models import KlingSubmitResult, KlingTask
 
 if TYPE_CHECKING:
+    from airflow_provider_kling.exceptions import KlingAPIError
     from airflow_provider_kling.hooks._errors import Answer
     from airflow_provider_kling.hooks._settings import KlingSettings
 
@@ -61,8 +62,8 @@ def submitted_task_id(answer: Answer, settings: KlingSettings) -> str:
     payload = answer_payload(answer, settings, "submit")
     try:
         return KlingSubmitResult.from_api(payload).task_id
-    except (ValidationError, *GARBLED_ANSWER_ERRORS):
-        raise_embedded_or_malformed(answer, payload, settings, "submit")
+    except (ValidationError, *GARBLED_ANSWER_ERRORS) as error:
+        raise embedded_or_malformed_error(answer, payload, settings, "submit") from error
 
 
 def task_from_answer(answer: Answer, settings: KlingSettings, what: str, task_id: str) -> KlingTask:
@@ -91,12 +92,14 @@ def task_from_answer(answer: Answer, settings: KlingSettings, what: str, task_id
                 problem=f"the status of another task ({task.task_id})",
                 api_key=settings.api_key,
             )
-    raise_embedded_or_malformed(answer, payload, settings, what)
+    raise embedded_or_malformed_error(answer, payload, settings, what)
 
 
-def raise_embedded_or_malformed(answer: Answer, payload: Any, settings: KlingSettings, what: str) -> NoReturn:
+def embedded_or_malformed_error(
+    answer: Answer, payload: Any, settings: KlingSettings, what: str
+) -> KlingAPIError:
     """
-    Raise the error a 2xx body carries instead of its output, or else call the body malformed.
+    Return the error a 2xx body carries instead of its output, or else the error calling the body malformed.
 
     :param answer: the whole answer.
     :param payload: its decoded JSON.
@@ -105,7 +108,7 @@ def raise_embedded_or_malformed(answer: Answer, payload: Any, settings: KlingSet
     """
     details = embedded_error(payload)
     if details is not None:
-        raise api_error(
+        return api_error(
             answer.status_code,
             answer.headers,
             answer.content,
@@ -113,7 +116,7 @@ def raise_embedded_or_malformed(answer: Answer, payload: Any, settings: KlingSet
             api_key=settings.api_key,
             details=details,
         )
-    raise malformed_response_error(
+    return malformed_response_error(
         answer.status_code,
         answer.content,
         what=what,

@@ -111,7 +111,7 @@ class KlingTaskSensor(BaseSensorOperator):
 
         return KlingHook(kling_conn_id=self.kling_conn_id)
 
-    def execute(self, context: Context) -> Any:
+    def execute(self, context: Context) -> Any:  # noqa: RET503 (defer_to_trigger raises TaskDeferred)
         """Check the task once; if it still runs, wait in the triggerer (or poke when not deferrable)."""
         started = time.monotonic()
         self._checked_task_id()
