@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from airflow_provider_kling.hooks._download import DownloadLimits, KlingResultStream
+from airflow_provider_kling.hooks._download import KlingResultStream
+from airflow_provider_kling.hooks._limits import DownloadLimits
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -34,17 +34,15 @@ from airflow_provider_kling.exceptions import (
 )
 from airflow_provider_kling.hooks._download import KlingResultStream
 from airflow_provider_kling.models import KlingTask, TaskStatus
-from airflow_provider_kling.transfers.kling_to_s3 import (
-    DEFAULT_ASSET_ALIAS,
+from airflow_provider_kling.transfers._multipart import S3StreamUploader, choose_part_size
+from airflow_provider_kling.transfers._s3_objects import (
     S3_MAX_PARTS,
     S3_MIN_PART_SIZE,
-    KlingToS3Operator,
-    S3StreamUploader,
     S3Target,
     build_metadata,
-    choose_part_size,
     encode_metadata_value,
 )
+from airflow_provider_kling.transfers.kling_to_s3 import DEFAULT_ASSET_ALIAS, KlingToS3Operator
 
 from ._support import MiB, ResultServer, fail_part, keys, moto_s3, unfinished_uploads
 
@@ -583,7 +581,7 @@ def test_openlineage_facets_name_the_result_urls_and_the_objects(monkeypatch: py
     extractors.OperatorLineage = OperatorLineage  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "airflow.providers.common.compat.openlineage.facet", facet)
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", extractors)
-    from airflow_provider_kling.transfers.kling_to_s3 import LandedObject
+    from airflow_provider_kling.transfers._s3_objects import LandedObject
 
     op = KlingToS3Operator(task_id="copy", kling_task_id="kt-42", s3_bucket="b")
     op._source_urls = ["https://cdn.test/results/kt-42/0.mp4?sig=secret"]

@@ -26,12 +26,9 @@ from airflow_provider_kling.exceptions import (
     KlingTaskNotReadyError,
 )
 from airflow_provider_kling.models import KlingTask, TaskStatus
-from airflow_provider_kling.transfers.kling_to_s3 import (
-    WRITER_METADATA_KEY,
-    KlingToS3Operator,
-    S3StreamUploader,
-    S3Target,
-)
+from airflow_provider_kling.transfers._multipart import S3StreamUploader
+from airflow_provider_kling.transfers._s3_objects import S3Target
+from airflow_provider_kling.transfers.kling_to_s3 import WRITER_METADATA_KEY, KlingToS3Operator
 
 from ._support import MiB, ResultServer, keys, moto_s3
 
