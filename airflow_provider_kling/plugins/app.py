@@ -21,6 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
+from urllib.parse import urlsplit
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.common.db.common import SessionDep  # noqa: TC002 (FastAPI reads it at runtime)
@@ -114,6 +115,12 @@ def _ti_row(
         if same_instance and (kind is None or row.summary.kind == kind):
             return row
     return None
+
+
+def _is_web_address(url: object) -> bool:
+    """Whether a result URL is an absolute http(s) address, the only kind the view redirects to."""
+    parts = urlsplit(str(url))
+    return parts.scheme.lower() in {"http", "https"} and bool(parts.netloc)
 
 
 def _parse_map_index(value: str | None) -> int:
@@ -288,6 +295,9 @@ def create_app(
         valid = (
             not isinstance(finished_at, int | float) or clock() < finished_at + RESULT_URL_TTL_HOURS * 3600
         )
+        if index < len(urls) and not _is_web_address(urls[index]):
+            # The API wrote this URL: a javascript:, data: or file: one never becomes our redirect.
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "The result URL is not an http(s) address")
         if index < len(urls) and valid:
             return RedirectResponse(str(urls[index]), status_code=307)
         if index < len(urls):

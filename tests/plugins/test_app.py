@@ -158,6 +158,42 @@ def test_video_redirects_to_a_short_lived_presigned_url(kling_view_db: list[Seed
     assert app_client.get(f"/video?{ti_query(landed)}&index=5", follow_redirects=False).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "hostile_url",
+    [
+        "javascript:alert(document.cookie)",
+        "data:text/html,<script>alert(1)</script>",
+        "file:///etc/passwd",
+        "//attacker.example/x.mp4",
+    ],
+)
+def test_video_never_redirects_to_a_result_url_that_is_not_http(
+    kling_view_db: list[SeededTask], hostile_url: str
+) -> None:
+    from airflow.utils.session import create_session
+
+    record = submit_record(body={"input": {"prompt": "hostile"}}, kling_task_id="task-h", kling_conn_id="k")
+    record.update(status="Success", urls=[hostile_url], finished_at=time.time())
+    run_id = f"hostile_{abs(hash(hostile_url))}"
+    with create_session() as session:
+        add_record(
+            session,
+            dag_id="kling_dag_hostile",
+            run_id=run_id,
+            task_id="generate",
+            record=record,
+            run_after=datetime(2001, 1, 2, tzinfo=UTC),  # outside the ranges the other tests list
+            state="success",
+        )
+    app_client = TestClient(create_app(presigner=local_presigner()))
+    app_client.headers["Authorization"] = f"Bearer {token_for('viewer_all')}"
+    query = f"dag_id=kling_dag_hostile&run_id={run_id}&task_id=generate&index=0"
+    answer = app_client.get(f"/video?{query}", follow_redirects=False)
+    assert answer.status_code == 404, answer.headers
+    assert "location" not in answer.headers
+    assert "http(s)" in answer.json()["detail"]
+
+
 class CountingQuery:
     """A status query that takes a while and counts its calls and the most of them in flight at once."""
 
