@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    Reply = Callable[["Exchange"], None]
+    Reply = Callable[["Exchange"], object]  # what a reply returns is ignored
 
 
 @dataclass

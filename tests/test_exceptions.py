@@ -6,6 +6,7 @@ processes), and every one of those ``__reduce__`` methods is needed: the default
 from __future__ import annotations
 
 import pickle
+from typing import Any, cast
 
 import pytest
 
@@ -28,7 +29,7 @@ from airflow_provider_kling.exceptions import (
     NeedMoreBytesError,
 )
 
-API_ERROR_KWARGS = {
+API_ERROR_KWARGS: dict[str, Any] = {
     "status_code": 429,
     "vendor_code": "006001094",
     "request_id": "req-1",
@@ -98,7 +99,8 @@ def test_pickling_keeps_every_attribute_and_the_message(error: KlingError) -> No
 @pytest.mark.parametrize("error", CARRIERS_OF_ATTRIBUTES, ids=_ids)
 def test_default_pickling_would_break_it(error: KlingError) -> None:
     """Each ``__reduce__`` is needed: ``BaseException``'s own loses the error or garbles its message."""
-    cls, args, *state = BaseException.__reduce__(error)
+    # typeshed types __reduce__ as `str | tuple`; BaseException's always returns a tuple.
+    cls, args, *state = cast("tuple[Any, ...]", BaseException.__reduce__(error))
     try:
         restored = cls(*args)
     except TypeError:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import airflow
 import jsonschema
@@ -18,10 +19,13 @@ from airflow_provider_kling import __version__
 from airflow_provider_kling.get_provider_info import get_provider_info
 from airflow_provider_kling.hooks._settings import check_max_in_flight, check_max_retries, check_timeout
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 AIRFLOW_DIR = Path(airflow.__file__).parent
 
 
-def _module_names(info: dict) -> list[str]:
+def _module_names(info: dict[str, Any]) -> list[str]:
     names: list[str] = []
     for section in ("hooks", "operators", "sensors", "triggers"):
         for entry in info.get(section, []):
@@ -30,18 +34,18 @@ def _module_names(info: dict) -> list[str]:
     return names
 
 
-def _class_paths(info: dict) -> list[str]:
+def _class_paths(info: dict[str, Any]) -> list[str]:
     paths = [entry["hook-class-name"] for entry in info["connection-types"]]
     paths.extend(info.get("extra-links", []))
     return paths
 
 
-def test_manifest_matches_airflow_runtime_schema():
+def test_manifest_matches_airflow_runtime_schema() -> None:
     schema = json.loads((AIRFLOW_DIR / "provider_info.schema.json").read_text())
     jsonschema.validate(get_provider_info(), schema)
 
 
-def test_manifest_identity():
+def test_manifest_identity() -> None:
     info = get_provider_info()
     assert info["package-name"] == "airflow-provider-kling"
     assert info["versions"] == [__version__]
@@ -49,7 +53,7 @@ def test_manifest_identity():
     assert info["description"]
 
 
-def test_entry_point_registered():
+def test_entry_point_registered() -> None:
     (entry_point,) = [
         ep
         for ep in entry_points(group="apache_airflow_provider")
@@ -59,17 +63,17 @@ def test_entry_point_registered():
 
 
 @pytest.mark.parametrize("module_name", _module_names(get_provider_info()))
-def test_every_named_module_imports(module_name):
+def test_every_named_module_imports(module_name: str) -> None:
     importlib.import_module(module_name)
 
 
 @pytest.mark.parametrize("class_path", _class_paths(get_provider_info()))
-def test_every_named_class_imports(class_path):
+def test_every_named_class_imports(class_path: str) -> None:
     module_name, _, class_name = class_path.rpartition(".")
     assert isinstance(getattr(importlib.import_module(module_name), class_name), type)
 
 
-def test_connection_type_matches_hook():
+def test_connection_type_matches_hook() -> None:
     from airflow_provider_kling.hooks.kling import KlingHook
 
     (conn_type,) = get_provider_info()["connection-types"]
@@ -85,7 +89,9 @@ def test_connection_type_matches_hook():
     ("extra", "check"),
     [("timeout", check_timeout), ("max_retries", check_max_retries), ("max_in_flight", check_max_in_flight)],
 )
-def test_the_connection_form_offers_exactly_what_the_hook_accepts(extra, check):
+def test_the_connection_form_offers_exactly_what_the_hook_accepts(
+    extra: str, check: Callable[[object, str], float]
+) -> None:
     """The form's bounds are the hook's: its maximum passes, one more is refused; the same at the bottom."""
     (conn_type,) = get_provider_info()["connection-types"]
     schema = conn_type["conn-fields"][extra]["schema"]
@@ -112,7 +118,7 @@ def _airflow_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_airflow_cli_lists_and_gets_the_provider(tmp_path):
+def test_airflow_cli_lists_and_gets_the_provider(tmp_path: Path) -> None:
     listed = _airflow_cli("providers", "list", "--output", "json", tmp_path=tmp_path)
     assert listed.returncode == 0, listed.stderr[-2000:]
     packages = {row["package_name"]: row for row in json.loads(listed.stdout)}
@@ -126,7 +132,7 @@ def test_airflow_cli_lists_and_gets_the_provider(tmp_path):
     assert "Kling (ModelVerse)" in got.stdout
 
 
-def test_airflow_cli_knows_the_connection_type(tmp_path):
+def test_airflow_cli_knows_the_connection_type(tmp_path: Path) -> None:
     result = _airflow_cli("providers", "hooks", "--output", "json", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     hooks = {row["connection_type"]: row for row in json.loads(result.stdout)}

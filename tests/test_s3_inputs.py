@@ -308,7 +308,7 @@ def test_R18_a_missing_object_is_refused(bucket: Bucket) -> None:
     ids=["R21-short-and-small", "R21-fps", "R21-feature-too-long"],
 )
 def test_R21_invalid_videos_are_refused(
-    bucket: Bucket, videos: dict[str, bytes], name: str, extra: dict[str, str], problems: list[str]
+    bucket: Bucket, videos: dict[str, bytes], name: str, extra: dict[str, Any], problems: list[str]
 ) -> None:
     url = bucket.put(name, videos[name])
 

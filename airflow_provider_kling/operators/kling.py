@@ -195,7 +195,8 @@ class KlingSubmitVideoOperator(BaseOperator):
     :param external_task_id: your own id for the task, instead of the derived default. The API wants it
         unique per user, and a retry after a failed task submits again with it: template the try into it
         (``"campaign-42-{{ ti.try_number }}"``) if the task has retries.
-    :param request: the whole request instead of the keyword arguments above (``external_task_id`` may
+    :param request: the whole request instead of the keyword arguments above: a body dict, a
+        :class:`KlingVideoRequest`, or JSON text (what a template renders) (``external_task_id`` may
         still be given as a keyword).
     :param kling_conn_id: the Airflow connection of the ModelVerse API.
     :param aws_conn_id: the AWS connection used to read ``s3://`` inputs.
@@ -233,7 +234,7 @@ class KlingSubmitVideoOperator(BaseOperator):
         video_list: list[dict[str, Any]] | str | None = None,
         watermark_enabled: bool | str | None = None,
         external_task_id: str | None = None,
-        request: dict[str, Any] | KlingVideoRequest | None = None,
+        request: dict[str, Any] | KlingVideoRequest | str | None = None,
         kling_conn_id: str = DEFAULT_CONN_ID,
         aws_conn_id: str | None = "aws_default",
         wait_for_completion: bool = False,

@@ -43,7 +43,9 @@ async def server() -> Any:
         yield client
 
 
-async def test_a_task_is_running_until_the_finish_time_its_id_carries(server: TestClient) -> None:
+async def test_a_task_is_running_until_the_finish_time_its_id_carries(
+    server: TestClient[web.Request, web.Application],
+) -> None:
     later = int((time.time() + 3600) * 1000)
     answer = await server.get("/v1/tasks/status", params={"task_id": f"b1-{later}"})
     assert KlingTask.from_api(await answer.json()).status is TaskStatus.RUNNING
@@ -52,7 +54,9 @@ async def test_a_task_is_running_until_the_finish_time_its_id_carries(server: Te
     assert (task.task_id, task.status, len(task.urls)) == ("b2-1000", TaskStatus.SUCCESS, 1)
 
 
-async def test_the_anchor_route_is_404_until_the_finish_time(server: TestClient) -> None:
+async def test_the_anchor_route_is_404_until_the_finish_time(
+    server: TestClient[web.Request, web.Application],
+) -> None:
     later = int((time.time() + 3600) * 1000)
     assert (await server.get(f"/anchor/b1-{later}")).status == 404
     assert (await server.get("/anchor/b2-1000")).status == 200

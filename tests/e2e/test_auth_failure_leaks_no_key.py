@@ -200,6 +200,7 @@ def auth_failure_run(airflow_stack: AirflowStack) -> Iterator[AuthFailureRun]:
 
         # Revoke the key: the same address now answers 401 to it.
         port = urlsplit(accepting.base_url).port
+        assert port is not None  # the simulator's base URL always names its port
         accepting.stop()
         revoked = stop.enter_context(KlingSimulator(api_key="sim-key-after-rotation", port=port))
         rejecting.clear_faults()

@@ -24,20 +24,22 @@ from airflow_provider_kling.models import TaskStatus
 from ._support import API_KEY, Sleeps, make_hook, set_connection, status_body
 
 if TYPE_CHECKING:
+    from hostile import Reply
+
     from airflow_provider_kling.hooks.kling import KlingHook
 
 #: Generous bound for "ended on time" on a noisy, shared machine.
 ON_TIME = 4.0
 
 
-def reply(status: int, body: bytes, **headers: str):
+def reply(status: int, body: bytes, **headers: str) -> Reply:
     def answer(exchange: Exchange) -> None:
         exchange.send(response_head(status, {"Content-Length": str(len(body)), **headers}) + body)
 
     return answer
 
 
-def answer_json(payload: Any, status: int = 200):
+def answer_json(payload: Any, status: int = 200) -> Reply:
     return reply(status, json.dumps(payload).encode(), **{"Content-Type": "application/json"})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -17,12 +17,16 @@ import respx
 from hostile import Exchange, HostileServer, response_head
 
 from airflow_provider_kling.exceptions import KlingResultDownloadError, KlingResultExpiredError
-from airflow_provider_kling.hooks._download import DownloadLimits
+from airflow_provider_kling.hooks._limits import DownloadLimits
 from airflow_provider_kling.testing.simulator import result_video
 
 from ._support import API_KEY, BASE_URL
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from hostile import Reply
+
     from airflow_provider_kling.hooks.kling import KlingHook
 
 RESULT_URL = "https://cdn.test/results/task-1/1.mp4?X-Amz-Signature=abc"
@@ -110,7 +114,7 @@ def test_a_public_redirect_is_followed(hook: KlingHook) -> None:
 
 
 def test_a_loopback_result_may_redirect_on_loopback_but_never_to_link_local(hook: KlingHook) -> None:
-    def redirect(to: str):
+    def redirect(to: str) -> Reply:
         return lambda exchange: exchange.send(response_head(302, {"Location": to, "Content-Length": "0"}))
 
     def video(exchange: Exchange) -> None:
@@ -161,7 +165,7 @@ class BreakingStream(httpx.SyncByteStream):
     def __init__(self, data: bytes, at: int) -> None:
         self.data, self.at = data, at
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         yield self.data[: self.at]
         raise httpx.ReadError("connection reset mid-body")
 
@@ -367,7 +371,7 @@ def test_an_unknown_content_coding_is_refused(hook: KlingHook, encoding: str) ->
     ],
 )
 def test_arguments_are_checked_before_any_request(
-    hook: KlingHook, url: str, options: dict, match: str
+    hook: KlingHook, url: str, options: dict[str, Any], match: str
 ) -> None:
     with respx.mock(assert_all_mocked=True), pytest.raises(ValueError, match=match):
         hook.stream_result(url, kling_task_id="task-1", **options)

@@ -24,9 +24,9 @@ from airflow_provider_kling.hooks._errors import (
     error_details,
     normalize_vendor_code,
     parse_retry_after,
-    redact,
     transport_error,
 )
+from airflow_provider_kling.hooks._redact import redact
 
 KEY = "sk-ERRORS-5d1c7a9e2f"
 NOW = 1_760_000_000.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -35,6 +35,9 @@ from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
 
 from ._support import CONN_ID, Sleeps, make_hook, set_connection, status_body
 
+if TYPE_CHECKING:
+    from hostile import Reply
+
 REQUEST = KlingVideoRequest.build(
     prompt="A lighthouse at dawn", aspect_ratio="16:9", external_task_id="ext-1"
 )
@@ -47,14 +50,14 @@ def hostile_hook(monkeypatch: pytest.MonkeyPatch, server: HostileServer, **extra
     return make_hook(Sleeps(), "kling_hostile")
 
 
-def reply(status: int, body: bytes, **headers: str):
+def reply(status: int, body: bytes, **headers: str) -> Reply:
     def answer(exchange: Exchange) -> None:
         exchange.send(response_head(status, {"Content-Length": str(len(body)), **headers}) + body)
 
     return answer
 
 
-def trickle(body: bytes, every: float = 0.2):
+def trickle(body: bytes, every: float = 0.2) -> Reply:
     def answer(exchange: Exchange) -> None:
         exchange.send(
             response_head(200, {"Content-Length": str(len(body)), "Content-Type": "application/json"})

@@ -8,15 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from airflow_provider_kling.constants import DEFAULT_BASE_URL
-from airflow_provider_kling.exceptions import KlingConnectionConfigError
-from airflow_provider_kling.hooks._settings import (
+from airflow_provider_kling.constants import (
+    DEFAULT_BASE_URL,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    KlingSettings,
-    settings_from_connection,
 )
+from airflow_provider_kling.exceptions import KlingConnectionConfigError
+from airflow_provider_kling.hooks._settings import KlingSettings, settings_from_connection
 
 KEY = "sk-SETTINGS-3b8e1f0c9a"
 

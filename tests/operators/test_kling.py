@@ -28,12 +28,11 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingTaskStatusLink, KlingVideoLink
 from airflow_provider_kling.models import KlingTask, KlingVideoRequest, TaskStatus
+from airflow_provider_kling.operators._ledger import KlingTaskLedger, request_digest
 from airflow_provider_kling.operators.kling import (
     KlingSubmitVideoOperator,
-    KlingTaskLedger,
     default_external_task_id,
     is_static,
-    request_digest,
 )
 from airflow_provider_kling.triggers.kling import KlingTaskTrigger
 
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.testing import KlingSimulator
 
-VALID = {"prompt": "A lighthouse at dawn", "aspect_ratio": "16:9", "duration": 5}
+VALID: dict[str, Any] = {"prompt": "A lighthouse at dawn", "aspect_ratio": "16:9", "duration": 5}
 MULTI_SHOT_4_OF_5 = {
     "aspect_ratio": "16:9",
     "duration": 5,
@@ -186,7 +185,7 @@ def test_a_templated_request_is_validated_after_rendering_and_before_any_call(
     run: TaskInstanceRun, no_http: respx.MockRouter, kling_connection: str, kling_simulator: KlingSimulator
 ) -> None:
     op = operator(prompt="{{ params.subject }}", aspect_ratio="16:9", duration="{{ params.seconds }}")
-    op.render_template_fields({"params": {"subject": "a lighthouse", "seconds": 42}})  # type: ignore[typeddict-item]
+    op.render_template_fields({"params": {"subject": "a lighthouse", "seconds": 42}})
 
     with pytest.raises(AirflowFailException, match=r"R5 parameters\.duration: 42 s"):
         op.execute(run.context())
@@ -217,7 +216,7 @@ def test_templates_render_into_every_request_field() -> None:
         "ext": "my-id",
         "image": "frame",
     }
-    op.render_template_fields({"params": params})  # type: ignore[typeddict-item]
+    op.render_template_fields({"params": params})
 
     request = op.build_request()
 
@@ -240,7 +239,7 @@ def test_a_whole_request_is_templated_too() -> None:
     body = KlingVideoRequest.build(**VALID).to_api_body()
     body["input"]["prompt"] = "{{ params.subject }}"
     op = operator(request=body)
-    op.render_template_fields({"params": {"subject": "a red kite"}})  # type: ignore[typeddict-item]
+    op.render_template_fields({"params": {"subject": "a red kite"}})
 
     request = op.build_request()
 
@@ -920,7 +919,7 @@ def test_a_request_that_can_never_be_one_fails_without_retries(
     run: TaskInstanceRun, kling_simulator: KlingSimulator, kling_connection: str, request_value: str
 ) -> None:
     op = operator(request="{{ placeholder }}")
-    op.request = request_value  # what rendering produced
+    op.request = request_value  # text: what rendering produced
     with pytest.raises(AirflowFailException, match="`request`"):
         op.execute(run.context())
     assert kling_simulator.submitted == []

@@ -61,12 +61,19 @@ def _ensure_dag(session: Any, dag_id: str) -> None:
 
 def _ensure_run(session: Any, dag_id: str, run_id: str, run_after: datetime) -> None:
     from airflow.models.dagrun import DagRun
+    from airflow.utils.state import DagRunState
     from sqlalchemy import select
 
     found = session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
     if found is None:
         session.add(
-            DagRun(dag_id=dag_id, run_id=run_id, run_type="manual", run_after=run_after, state="running")
+            DagRun(
+                dag_id=dag_id,
+                run_id=run_id,
+                run_type="manual",
+                run_after=run_after,
+                state=DagRunState.RUNNING,
+            )
         )
         session.flush()
 
@@ -224,7 +231,7 @@ def token_for(username: str, role: str = "viewer") -> str:
 def _one_dag_auth_manager() -> type:
     from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 
-    class _OneDagAuthManager(SimpleAuthManager):  # type: ignore[misc]
+    class _OneDagAuthManager(SimpleAuthManager):
         """The simple auth manager; the user ``restricted`` may read only one DAG."""
 
         def is_authorized_dag(

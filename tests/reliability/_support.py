@@ -146,13 +146,13 @@ class ReliabilityDeployment(AirflowDeployment):
             for path in sorted(self.home.glob(f"logs/dag_id={dag_id}/**/task_id={task_id}/**/*.log"))
         }
 
-    def state_store(self, dag_id: str, task_id: str) -> list[tuple[str, Any]]:
+    def state_store(self, dag_id: str, task_id: str) -> list[tuple[str | None, Any]]:
         """``(key, value)`` of a task instance's ``task_state_store`` rows."""
         rows = query(self.home, "SELECT * FROM task_state_store")
         columns = [
             name for (_, name, *_) in query(self.home, "PRAGMA table_info(task_state_store)")
         ]  # the schema is new in 3.3: read it rather than assume it
-        found = []
+        found: list[tuple[str | None, Any]] = []
         for row in rows:
             record = dict(zip(columns, row, strict=True))
             if record.get("dag_id") == dag_id and record.get("task_id") == task_id:

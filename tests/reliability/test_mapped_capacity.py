@@ -166,7 +166,7 @@ def _finish(processes: list[subprocess.Popen[str]]) -> None:
             process.kill()
             process.communicate(timeout=10)
             raise
-        assert process.returncode == 0, f"{process.args}:\n{output[-3000:]}"
+        assert process.returncode == 0, f"{process.args!r}:\n{output[-3000:]}"
 
 
 def _connections_file(home: Path, simulator: KlingSimulator, local_s3: LocalS3Server) -> Path:
@@ -297,7 +297,8 @@ def capacity_run(
     def mark(name: str) -> None:
         timeline[name] = round(time.monotonic() - started, 1)
 
-    pool_peak, samples, busiest = 0, 0, {}
+    pool_peak, samples = 0, 0
+    busiest: dict[str, int] = {}
     first_refusal: float | None = None
     released = False
     clock_steps = 0

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from dags.test_kling_realtime import query, wait_for
 
-from airflow_provider_kling.operators.kling import KlingTaskLedger, default_external_task_id
+from airflow_provider_kling.operators._ledger import KlingTaskLedger
+from airflow_provider_kling.operators.kling import default_external_task_id
 from airflow_provider_kling.testing import KlingSimulator
 
 from ._support import AirflowRestApi, try_logs

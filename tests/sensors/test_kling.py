@@ -214,7 +214,9 @@ def test_poke_rides_out_a_transient_error_but_not_an_auth_error(
 
     with sensor.hook:  # poke() alone leaves the hook open: execute() closes it
         assert not sensor.poke(CONTEXT)
-        assert sensor.poke(CONTEXT).xcom_value["status"] == "Success"
+        done = sensor.poke(CONTEXT)
+        assert done.xcom_value is not None
+        assert done.xcom_value["status"] == "Success"
 
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps({**conn, "password": "sk-not-the-key-0000"}))
     refused = KlingTaskSensor(task_id="wait", kling_task_id=task_id, deferrable=False)
@@ -394,7 +396,7 @@ def test_execution_timeout_caps_the_deferred_wait_and_ends_as_a_task_timeout(kli
         mock.patch.object(KlingTaskSensor, "poke", return_value=PokeReturnValue(is_done=False)),
         pytest.raises(TaskDeferred) as deferred,
     ):
-        sensor.execute({})  # type: ignore[arg-type]
+        sensor.execute({})
     assert 0 < deferred.value.trigger.timeout <= 10
     event = {
         "status": "error",
@@ -404,4 +406,4 @@ def test_execution_timeout_caps_the_deferred_wait_and_ends_as_a_task_timeout(kli
         "message": "m",
     }
     with pytest.raises(AirflowTaskTimeout, match="execution_timeout"):  # retried, as Airflow's own is
-        sensor.execute_complete({}, event)  # type: ignore[arg-type]
+        sensor.execute_complete({}, event)

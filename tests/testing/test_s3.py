@@ -8,7 +8,7 @@ import socket
 import sysconfig
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -100,11 +100,10 @@ def test_the_server_verifies_checksums(
     s3_client: S3Client, s3_bucket: str, s3_prefix: str, algorithm: str
 ) -> None:
     wrong = {"CRC32": "AAAAAA==", "SHA256": "A" * 43 + "="}[algorithm]
+    checksum: dict[str, Any] = {f"Checksum{algorithm}": wrong}
 
     with pytest.raises(ClientError) as error:
-        s3_client.put_object(
-            Bucket=s3_bucket, Key=f"{s3_prefix}bad.bin", Body=b"payload", **{f"Checksum{algorithm}": wrong}
-        )
+        s3_client.put_object(Bucket=s3_bucket, Key=f"{s3_prefix}bad.bin", Body=b"payload", **checksum)
 
     assert error.value.response["Error"]["Code"] == "BadDigest"
     assert "Contents" not in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=s3_prefix)

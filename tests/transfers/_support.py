@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     import pytest
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import MultipartUploadTypeDef
 
 MiB = 1024 * 1024
 
@@ -91,7 +92,7 @@ class ResultServer:
         return [request.headers.get("range") for request in self.requests]
 
 
-def unfinished_uploads(s3: S3Client, bucket: str) -> list[dict[str, Any]]:
+def unfinished_uploads(s3: S3Client, bucket: str) -> list[MultipartUploadTypeDef]:
     """The bucket's multipart uploads that were neither completed nor aborted."""
     return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
@@ -120,7 +121,8 @@ def fail_part(s3: S3Client, part_number: int, *, code: str = "InternalError", st
         }
         return httpx.Response(status), parsed
 
-    s3.meta.events.register("before-call.s3.UploadPart", handler)
+    # botocore-stubs types handlers as returning None; a before-call handler's return is the response.
+    s3.meta.events.register("before-call.s3.UploadPart", handler)  # type: ignore[arg-type]
     return attempted
 
 

@@ -390,7 +390,18 @@ class _DiscardingS3:
         from botocore.exceptions import ClientError
 
         if not self.sizes:
-            raise ClientError({"ResponseMetadata": {"HTTPStatusCode": 404}}, "HeadObject")
+            raise ClientError(
+                {
+                    "ResponseMetadata": {
+                        "RequestId": "",
+                        "HostId": "",
+                        "HTTPStatusCode": 404,
+                        "HTTPHeaders": {},
+                        "RetryAttempts": 0,
+                    }
+                },
+                "HeadObject",
+            )
         return {"ContentLength": sum(self.sizes)}
 
     def create_multipart_upload(self, **_: Any) -> dict[str, Any]:
@@ -510,7 +521,7 @@ def test_keys_that_could_land_elsewhere_are_refused_before_any_download(s3_key: 
 def test_a_hostile_task_id_fails_before_any_request(kling_task_id: str) -> None:
     op = KlingToS3Operator(task_id="copy", kling_task_id=kling_task_id, s3_bucket="b")
     with respx.mock(assert_all_mocked=True), pytest.raises(AirflowFailException, match="kling_task_id") as e:
-        op.execute({})  # type: ignore[arg-type]
+        op.execute({})
     assert isinstance(e.value.__cause__, ValueError)  # it can never pass: no retries
 
 
@@ -602,7 +613,8 @@ def test_a_destination_that_cannot_be_checked_is_an_upload_error(s3: S3Client) -
         }
         return httpx.Response(403), parsed
 
-    s3.meta.events.register("before-call.s3.HeadObject", deny)
+    # botocore-stubs types handlers as returning None; a before-call handler's return is the response.
+    s3.meta.events.register("before-call.s3.HeadObject", deny)  # type: ignore[arg-type]
 
     with pytest.raises(KlingS3UploadError, match=r"Cannot check whether s3://kling-unit/videos/0\.mp4"):
         uploader(s3).upload(ResultServer(payload(MiB)).stream(), target())

@@ -17,7 +17,7 @@ import aiohttp
 import httpx
 import pytest
 import respx
-from airflow.sdk.module_loading import import_string
+from airflow.sdk.module_loading import import_string  # type: ignore[attr-defined]  # re-exported by noqa only
 from hooks._support import send_async_through_httpx
 
 from airflow_provider_kling.exceptions import (

@@ -24,8 +24,8 @@ from airflow_provider_kling.operators.kling import KlingSubmitVideoOperator
 from airflow_provider_kling.sensors.kling import KlingTaskSensor
 from airflow_provider_kling.transfers.kling_to_s3 import KlingToS3Operator
 
-FAST = {"poll_interval": 0.2, "timeout": 60}
-RETRY_ONCE = {"retries": 1, "retry_delay": timedelta(seconds=1)}
+FAST: dict[str, Any] = {"poll_interval": 0.2, "timeout": 60}
+RETRY_ONCE: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=1)}
 
 
 class DiesAfterSubmit(KlingSubmitVideoOperator):

@@ -22,8 +22,8 @@ from airflow.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingSubmitVideoOperator
 
-FAST = {"wait_for_completion": True, "poll_interval": 0.2, "timeout": 120}
-RETRY_ONCE = {"retries": 1, "retry_delay": timedelta(seconds=1)}
+FAST: dict[str, Any] = {"wait_for_completion": True, "poll_interval": 0.2, "timeout": 120}
+RETRY_ONCE: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=1)}
 
 
 class DiesAfterSubmit(KlingSubmitVideoOperator):
@@ -83,6 +83,7 @@ with DAG(dag_id="kling_operator_semantics", schedule=None, catchup=False, doc_md
     ).expand(prompt=["a valid prompt", "x" * 2501])
     json_text_request = KlingSubmitVideoOperator(
         task_id="json_text_request",
+        # JSON text, as a template renders it.
         request=(
             '{"model": "kling-v3-omni", "input": {"prompt": "{{ dag.dag_id }} as JSON text"}, '
             '"parameters": {"aspect_ratio": "1:1", "watermark_enabled": false}}'

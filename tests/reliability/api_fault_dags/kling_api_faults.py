@@ -17,26 +17,29 @@ from __future__ import annotations
 
 import itertools
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseHook, task
 
 from airflow_provider_kling.operators.kling import KlingSubmitVideoOperator
 from airflow_provider_kling.transfers.kling_to_s3 import KlingToS3Operator
 
-FAST = {
+if TYPE_CHECKING:
+    from airflow_provider_kling.testing.simulator import Endpoint, FaultKind
+
+FAST: dict[str, Any] = {
     "wait_for_completion": True,
     "poll_interval": 0.2,
     "timeout": 120,
     "aspect_ratio": "16:9",
     "trigger_rule": "all_done",  # the tasks run one after the other, whatever the one before did
 }
-RETRY_ONCE = {"retries": 1, "retry_delay": timedelta(seconds=1)}
+RETRY_ONCE: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=1)}
 KEY = "{{ params.s3_prefix }}{{ task.task_id }}/{index}.mp4"
 CDN_TASK = "{{ ti.xcom_pull(task_ids='cdn_source')['kling_task_id'] }}"
 
 
-def inject(endpoint: str, kind: str, **options: Any) -> None:
+def inject(endpoint: Endpoint, kind: FaultKind, **options: Any) -> None:
     """Load a fault into the CDN simulator (its admin API, through the connection's host)."""
     from airflow_provider_kling.testing import KlingSimulatorClient
 

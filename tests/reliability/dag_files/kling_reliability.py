@@ -119,8 +119,8 @@ class FaultyKlingSubmit(KlingSubmitVideoOperator):
         return super().execute(context)
 
 
-WAIT = {"wait_for_completion": True, "poll_interval": POLL_SECONDS, "aspect_ratio": "16:9"}
-RETRY = {"retries": 1, "retry_delay": timedelta(seconds=1)}
+WAIT: dict[str, Any] = {"wait_for_completion": True, "poll_interval": POLL_SECONDS, "aspect_ratio": "16:9"}
+RETRY: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=1)}
 
 with DAG(
     dag_id="kling_reliability",
