@@ -184,7 +184,8 @@ class KlingHook(BaseHook):
             get_async_connection,
             get_async_extra_dejson,
         )
-        from airflow.sdk.log import amask_secret
+
+        from airflow_provider_kling._compat import amask_secret
 
         conn = await get_async_connection(self.kling_conn_id, hook=self)
         extra = await get_async_extra_dejson(conn)

@@ -13,7 +13,7 @@ from unittest import mock
 
 import pytest
 import respx
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -630,7 +630,7 @@ def test_without_a_state_store_it_warns_once_and_still_submits(
     assert isinstance(result, str)
     warnings = [line for line in capsys.readouterr().out.splitlines() if "task_state_store" in line]
     assert len(warnings) == 1
-    assert "warning" in warnings[0]
+    assert "warning" in warnings[0].lower()  # Airflow 3.0 logs "WARNING - ...", later minors "warning"
     assert "Airflow < 3.3" in warnings[0]
 
 
@@ -680,7 +680,10 @@ def test_the_logs_tell_the_story_and_never_the_key(
 
 
 def test_a_dag_file_with_an_invalid_static_request_is_an_import_error(tmp_path: Path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef,attr-defined,unused-ignore]
 
     (tmp_path / "bad_kling_dag.py").write_text(
         "from airflow.sdk import DAG\n"

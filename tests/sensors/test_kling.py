@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
-from airflow.sdk.exceptions import (
+from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
@@ -386,8 +386,7 @@ def test_poke_checks_the_task_id_too(kling_connection: str) -> None:
 
 
 def test_execution_timeout_caps_the_deferred_wait_and_ends_as_a_task_timeout(kling_connection: str) -> None:
-    from airflow.providers.common.compat.sdk import PokeReturnValue
-    from airflow.sdk.exceptions import AirflowTaskTimeout, TaskDeferred
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout, PokeReturnValue, TaskDeferred
 
     sensor = KlingTaskSensor(
         task_id="wait", kling_task_id="task-1", timeout=3600, execution_timeout=timedelta(seconds=10)
