@@ -6,11 +6,11 @@ measures the cost, this test guards the boundary without timing anything).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
+from _imports import modules_after
 
 #: Modules only a running task, the triggerer or a static request's validation may import.
 KEPT_OFF_THE_PARSE_PATH = (
@@ -46,21 +46,12 @@ BUILD_A_TEMPLATED_DAG = (
 )
 
 
-def _modules_after(code: str) -> set[str]:
-    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return set(json.loads(done.stdout.splitlines()[-1]))
-
-
 @pytest.mark.parametrize(
     "code", [IMPORT_THE_PUBLIC_MODULES, BUILD_A_TEMPLATED_DAG], ids=["import", "templated-dag"]
 )
 def test_parsing_a_dag_file_imports_no_hook_trigger_or_models(code: str) -> None:
-    baseline = _modules_after("import airflow.sdk")
-    added = _modules_after(f"import airflow.sdk\n{code}") - baseline
+    baseline = modules_after("import airflow.sdk")
+    added = modules_after(f"import airflow.sdk\n{code}") - baseline
     assert "airflow_provider_kling.operators.kling" in added  # the probe did import the provider
     assert sorted(added & set(KEPT_OFF_THE_PARSE_PATH)) == []
 

@@ -5,11 +5,8 @@ and still serves the engine's public names (issue 14).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+from _imports import modules_after
 
 import airflow_provider_kling.transfers.kling_to_s3 as kling_to_s3
 from airflow_provider_kling.transfers import _multipart, _s3_objects
@@ -17,24 +14,15 @@ from airflow_provider_kling.transfers import _multipart, _s3_objects
 ENGINE_MODULE = "airflow_provider_kling.transfers._multipart"
 
 
-def _modules_after(code: str) -> set[str]:
-    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return set(json.loads(done.stdout.splitlines()[-1]))
-
-
 def test_importing_the_operator_does_not_import_the_engine_or_boto() -> None:
-    loaded = _modules_after("import airflow_provider_kling.transfers.kling_to_s3")
+    loaded = modules_after("import airflow_provider_kling.transfers.kling_to_s3")
 
     assert ENGINE_MODULE not in loaded
     assert sorted(name for name in loaded if name.split(".")[0] in ("boto3", "botocore")) == []
 
 
 def test_asking_for_an_engine_name_imports_the_engine() -> None:
-    loaded = _modules_after("from airflow_provider_kling.transfers.kling_to_s3 import S3StreamUploader")
+    loaded = modules_after("from airflow_provider_kling.transfers.kling_to_s3 import S3StreamUploader")
 
     assert ENGINE_MODULE in loaded
 

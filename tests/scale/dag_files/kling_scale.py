@@ -48,12 +48,12 @@ PAUSE_SECONDS: Final = 180.0
 RETRIES: Final = 3
 
 
-class PauseAfterRecord:
+class StoreWithAMarker:
     """
-    A ``task_state_store`` that, once a submitted task id is written, marks the moment and sleeps.
+    A ``task_state_store`` that acts on a marker file when the ledger writes; everything else is the store's.
 
     :param store: the task instance's real store.
-    :param marker: the file to write (the task process's pid) when the id is recorded.
+    :param marker: the marker file.
     :param log: the task's logger.
     """
 
@@ -64,6 +64,10 @@ class PauseAfterRecord:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
+
+
+class PauseAfterRecord(StoreWithAMarker):
+    """Once a submitted task id is written, writes the marker (the task process's pid) and sleeps."""
 
     def set(self, key: str, value: Any, **kwargs: Any) -> None:
         self.store.set(key, value, **kwargs)
@@ -78,28 +82,14 @@ class PauseAfterRecord:
             self.log.error("Scale test: nobody killed this worker within %s s", PAUSE_SECONDS)
 
 
-class HoldSubmits:
-    """
-    A ``task_state_store`` that, while ``hold`` exists, waits before recording that a submit begins.
-
-    :param store: the task instance's real store.
-    :param hold: the file whose existence holds the submit back (at most :data:`PAUSE_SECONDS`).
-    :param log: the task's logger.
-    """
-
-    def __init__(self, store: Any, hold: Path, log: Any) -> None:
-        self.store = store
-        self.hold = hold
-        self.log = log
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
+class HoldSubmits(StoreWithAMarker):
+    """While the marker exists, waits (at most :data:`PAUSE_SECONDS`) before recording a submit begins."""
 
     def set(self, key: str, value: Any, **kwargs: Any) -> None:
-        if isinstance(value, dict) and not value.get("kling_task_id") and self.hold.exists():
+        if isinstance(value, dict) and not value.get("kling_task_id") and self.marker.exists():
             self.log.warning("Scale test: submits are held while the test kills a worker")
             deadline = time.monotonic() + PAUSE_SECONDS
-            while self.hold.exists() and time.monotonic() < deadline:
+            while self.marker.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
         self.store.set(key, value, **kwargs)
 
