@@ -1,0 +1,1 @@
+"""The hook (``kling.KlingHook``) and its private parts: the only package that speaks HTTP."""

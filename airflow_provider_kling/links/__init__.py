@@ -1,0 +1,1 @@
+"""The extra links of the Kling operators and sensor (``kling.py``)."""

@@ -1,0 +1,1 @@
+"""The submit operator (``kling.KlingSubmitVideoOperator``) and its ledger (``_ledger.py``)."""

@@ -1,0 +1,1 @@
+"""The trigger that polls a Kling task in the triggerer (``kling.KlingTaskTrigger``)."""
